@@ -1,0 +1,361 @@
+r"""What guidance does to the class probability of the samples, with an honest interval for Q.
+
+Given samples Y_1..Y_N of a (guided) sampler targeting class c and an exact class posterior,
+``log_posterior[i, c'] = log p(c'|Y_i)``, this module summarises
+
+- **Q = E[1 / p(c|Y)]**, the quantity whose decrease under guidance Li & Jiao (2025) prove, by
+  the mean of q_i = 1/p(c|Y_i) = exp(-log p(c|Y_i)); with exact unguided sampling Q = 1/p(c)
+  (pass it as ``inv_prior`` to keep the reference next to the estimate);
+- E[p(c|Y)], quantiles of p(c|Y), the accuracy P(argmax_c' p(c'|Y) = c);
+- with noise coupled across two runs (row i of both driven by the same seeds), the fraction of
+  samples whose p(c|Y_i) went *down* against the baseline run: guidance is not uniformly good.
+
+**Arithmetic.** Everything is float64. With l_i = -log p(c|Y_i) and m = max_i l_i,
+
+    q_mean = exp(m) * mean_i exp(l_i - m) = exp(logsumexp(l) - log n),
+    q_se   = exp(m) * sd_i exp(l_i - m) / sqrt(n)      (sample sd, ddof = 1),
+
+so no term is exponentiated on its own: q_mean is exact whenever it is representable, and is
++inf (with a warning giving its logarithm) only when the mean itself exceeds float64.
+
+**Why the interval needs a rule.** The q_i are importance weights, q = p(x) / (p(c) p(x|c)),
+and are heavy-tailed when classes are well separated (DESIGN.md section 1: exact draws with true
+Q = 2 gave means 1.35-1.68, standard errors 0.07-0.17). A mean +- z se interval then excludes the
+truth with near certainty, because (i) the standard error is itself estimated from the few
+largest terms and is too small, and (ii) the sample mean of positive heavy-tailed terms is
+skewed: most runs miss the rare huge terms and fall *below* Q. The tail is diagnosed with the
+Pareto k-hat of PSIS (Vehtari et al. 2024, see :mod:`guidelab.metrics.tails`) and with the share
+of the sum held by the largest 0.1% of terms. With z = Phi^{-1}((1 + level) / 2) and the
+threshold k_thr(n) = min(1 - 1/log10(n), 0.7):
+
+1. k-hat > k_thr(n), or k-hat not computable (n < 25, or the fit failed), or q_mean not
+   finite: the plain mean is not to be trusted. ``q_high = +inf`` and ``q_low = mean - z se``:
+   since the mean is biased low, its lower end remains a sensible (if approximate) bound;
+   ``q_reliable = False`` and a warning names k-hat and the threshold.
+   Method ``"lower bound only (k-hat > threshold)"`` / ``"lower bound only (k-hat not
+   computable)"`` / ``"lower bound only (mean overflows float64)"``.
+2. k-hat < 0.5: a finite variance is plausible and the central limit theorem applies:
+   ``mean +- z se``, method ``"normal"``.
+3. 0.5 <= k-hat <= k_thr(n): the mean exists but the variance may not; the mean converges,
+   more slowly than n^(-1/2), and its se is unreliable. Still ``mean +- z se``, method
+   ``"normal, slow convergence (0.5 <= k-hat <= threshold)"``, with a warning.
+
+In every case q_low is clipped at 1, the trivial bound (p(c|Y) <= 1, so every q_i >= 1 and
+Q >= 1). Rule 1 is checked first, so for n < 100 (where k_thr(n) < 0.5) a k-hat between k_thr
+and 0.5 already means "lower bound only". Separately, a top share (largest ceil(0.001 n) terms)
+above ``top_share_warn`` warns. ``q_reliable`` is True only when k-hat <= k_thr(n), the top
+share is <= ``top_share_warn`` and q_mean is finite.
+
+Rows of ``log_posterior`` with any non-finite entry (NaN, +-inf: a sampler that diverged, a
+posterior that failed) are counted in ``n_nonfinite`` and excluded from every statistic, never
+averaged; a warning says how many. Warnings are returned as strings, never printed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+from guidelab.metrics.tails import (
+    KHAT_METHOD,
+    KHAT_MIN_TERMS,
+    khat_threshold,
+    pareto_khat,
+    top_share,
+)
+
+__all__ = [
+    "P_QUANTILE_LEVELS",
+    "ClassProbabilitySummary",
+    "summarize_class_probability",
+]
+
+P_QUANTILE_LEVELS: tuple[float, ...] = (0.01, 0.1, 0.5, 0.9, 0.99)
+"""Levels of the quantiles of p(c|Y) reported in ``p_quantiles``."""
+
+METHOD_NORMAL = "normal"
+METHOD_SLOW = "normal, slow convergence (0.5 <= k-hat <= threshold)"
+METHOD_HEAVY = "lower bound only (k-hat > threshold)"
+METHOD_NO_KHAT = "lower bound only (k-hat not computable)"
+METHOD_OVERFLOW = "lower bound only (mean overflows float64)"
+METHOD_EMPTY = "none (fewer than 2 finite samples)"
+
+_NORMALISATION_TOLERANCE = 1e-4  # |logsumexp_c' log p(c'|Y) | above this: not a log-posterior
+
+
+@dataclass(frozen=True)
+class ClassProbabilitySummary:
+    r"""Summary of p(c|Y) over the finite samples of one run (see the module docstring).
+
+    Attributes:
+        n: finite samples used.
+        n_nonfinite: rows excluded for a non-finite entry.
+        q_mean: mean of q_i = 1/p(c|Y_i), the estimate of Q = E[1/p(c|Y)] (+inf on overflow).
+        q_se: its standard error, sd(q) / sqrt(n).
+        q_low, q_high: interval for Q at ``level`` (``q_high = inf`` when unreliable).
+        interval_method: which rule gave (q_low, q_high).
+        level: the nominal coverage of the interval.
+        q_top_share: share of sum_i q_i held by the largest ceil(top_fraction n) terms.
+        pareto_khat: PSIS Pareto k-hat of the right tail of q (NaN if not computable).
+        khat_threshold: min(1 - 1/log10(n), 0.7) (NaN for n < 2).
+        q_reliable: k-hat <= threshold, top share <= top_share_warn and q_mean finite.
+        p_mean, p_se: mean of p(c|Y_i) and its standard error.
+        p_quantiles: ((0.01, value), (0.1, value), ..., (0.99, value)) of p(c|Y_i).
+        accuracy: fraction of samples with argmax_c' p(c'|Y_i) = c (first index on ties).
+        frac_p_decreased: fraction of paired rows with p(c|Y_i) < p(c|Y_i^baseline), or None.
+        inv_prior: the reference 1/p(c), passed through (None if not given).
+        khat_method: name of the tail diagnostic.
+        warnings: human-readable warnings, in the order they arose.
+    """
+
+    n: int
+    n_nonfinite: int
+    q_mean: float
+    q_se: float
+    q_low: float
+    q_high: float
+    interval_method: str
+    level: float
+    q_top_share: float
+    pareto_khat: float
+    khat_threshold: float
+    q_reliable: bool
+    p_mean: float
+    p_se: float
+    p_quantiles: tuple[tuple[float, float], ...]
+    accuracy: float
+    frac_p_decreased: float | None
+    inv_prior: float | None
+    khat_method: str
+    warnings: tuple[str, ...]
+
+    def as_row(self) -> dict:
+        """Flat scalar columns for a CSV row: quantiles become ``p_q01 .. p_q99`` and the
+        warnings one string joined by ``" | "``."""
+        row = asdict(self)
+        quantiles = row.pop("p_quantiles")
+        warnings = row.pop("warnings")
+        for q, value in quantiles:
+            row[f"p_q{round(100 * q):02d}"] = value
+        row["warnings"] = " | ".join(warnings)
+        order = ["q_mean", "q_se", "q_low", "q_high", "q_top_share", "pareto_khat",
+                 "khat_threshold", "q_reliable", "interval_method", "level", "p_mean", "p_se",
+                 *(f"p_q{round(100 * q):02d}" for q, _ in quantiles), "accuracy",
+                 "frac_p_decreased", "inv_prior", "n", "n_nonfinite", "khat_method",
+                 "warnings"]
+        return {key: row[key] for key in order}
+
+
+def _check_log_posterior(value, name: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """``value`` as a float64 CPU tensor of shape [N, C] (equal to ``shape`` if given)."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor of shape [N, C], "
+                         f"got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {value.dtype}")
+    if value.ndim != 2 or value.shape[0] < 1 or value.shape[1] < 1:
+        raise ValueError(f"{name}: expected shape [N, C] with N, C >= 1, "
+                         f"got {tuple(value.shape)}")
+    if shape is not None and tuple(value.shape) != shape:
+        raise ValueError(f"{name}: expected shape {list(shape)} (that of log_posterior, rows "
+                         f"paired), got {tuple(value.shape)}")
+    return value.detach().to(device="cpu", dtype=torch.float64)
+
+
+def _check_fraction(value, name: str, *, closed_right: bool) -> float:
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and 0 < value and (value <= 1 if closed_right else value < 1)
+    if not ok:
+        interval = "(0, 1]" if closed_right else "(0, 1)"
+        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def _scaled_exp(log_scale: float, value: float) -> float:
+    """exp(log_scale) * value without overflowing before the end (+-inf if it must)."""
+    if value == 0 or math.isnan(value):
+        return value * 1.0
+    try:
+        magnitude = math.exp(log_scale + math.log(abs(value)))
+    except OverflowError:
+        magnitude = math.inf
+    return math.copysign(magnitude, value)
+
+
+def summarize_class_probability(
+    log_posterior: torch.Tensor,
+    c: int,
+    *,
+    baseline_log_posterior: torch.Tensor | None = None,
+    inv_prior: float | None = None,
+    level: float = 0.95,
+    top_fraction: float = 0.001,
+    top_share_warn: float = 0.1,
+) -> ClassProbabilitySummary:
+    r"""Summarise p(c|Y) and estimate Q = E[1/p(c|Y)] with a tail-aware interval.
+
+    Rows with any non-finite entry are excluded (and counted); on the n finite rows,
+    q_i = exp(-log p(c|Y_i)) and Q is estimated by their mean, computed through logsumexp, with
+    the interval rule of the module docstring (PSIS k-hat against min(1 - 1/log10(n), 0.7)).
+
+    Args:
+        log_posterior: log p(c'|Y_i) for every class c', with shape (N, C), floating point; rows
+            may hold NaN or infinities (excluded). Computed in float64.
+        c: the target class, an int with 0 <= c < C.
+        baseline_log_posterior: optional, with shape (N, C): the same quantity for a baseline
+            run (e.g. w = 0) whose row i shares the noise of row i of ``log_posterior``. Gives
+            ``frac_p_decreased``, the fraction over rows finite in both where
+            p(c|Y_i) < p(c|Y_i^baseline) strictly (compared in log space).
+        inv_prior: optional reference 1/p(c) > 0, passed through to the result.
+        level: nominal coverage of the interval, in (0, 1).
+        top_fraction: fraction of largest terms for ``q_top_share``, in (0, 1].
+        top_share_warn: warn (and mark unreliable) when ``q_top_share`` exceeds this, in (0, 1].
+
+    Returns:
+        A :class:`ClassProbabilitySummary`.
+
+    Example:
+        >>> log_p = torch.log_softmax(torch.randn(1000, 3, dtype=torch.float64), dim=1)
+        >>> summary = summarize_class_probability(log_p, 0, inv_prior=3.0)
+        >>> summary.q_low <= summary.q_mean <= summary.q_high
+        True
+    """
+    log_p = _check_log_posterior(log_posterior, "log_posterior")  # [N, C]
+    n_rows, n_classes = log_p.shape
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+        raise ValueError(f"c: expected an int class index, got {type(c).__name__}")
+    if not 0 <= c < n_classes:
+        raise ValueError(f"c: expected 0 <= c < {n_classes} (the number of classes), got {c}")
+    c = int(c)
+    baseline = None
+    if baseline_log_posterior is not None:
+        baseline = _check_log_posterior(baseline_log_posterior, "baseline_log_posterior",
+                                        shape=(n_rows, n_classes))  # [N, C]
+    if inv_prior is not None:
+        if isinstance(inv_prior, bool) or not isinstance(inv_prior, (int, float, np.floating)) \
+                or not (math.isfinite(inv_prior) and inv_prior > 0):
+            raise ValueError(f"inv_prior: expected a finite number > 0 (1/p(c)), "
+                             f"got {inv_prior!r}")
+        inv_prior = float(inv_prior)
+    level = _check_fraction(level, "level", closed_right=False)
+    top_fraction = _check_fraction(top_fraction, "top_fraction", closed_right=True)
+    top_share_warn = _check_fraction(top_share_warn, "top_share_warn", closed_right=True)
+
+    warnings: list[str] = []
+    finite = torch.isfinite(log_p).all(dim=1)  # [N]
+    n_nonfinite = int((~finite).sum())
+    if n_nonfinite:
+        warnings.append(f"{n_nonfinite} of {n_rows} rows of log_posterior hold NaN or "
+                        "infinite entries; they are excluded from every statistic")
+    rows = log_p[finite].numpy()  # [n, C]
+    n = rows.shape[0]
+
+    if n:
+        row_norm = np.abs(logsumexp(rows, axis=1))  # [n]
+        if row_norm.max() > _NORMALISATION_TOLERANCE:
+            warnings.append(
+                f"log_posterior rows do not normalise: |logsumexp over classes| up to "
+                f"{row_norm.max():.3g} (> {_NORMALISATION_TOLERANCE:g}); pass log-probabilities, "
+                "not logits")
+
+    # Paired comparison with the baseline run (coupled noise).
+    frac_p_decreased = None
+    if baseline is not None:
+        both = finite & torch.isfinite(baseline).all(dim=1)  # [N]
+        n_pairs = int(both.sum())
+        if n_pairs == 0:
+            frac_p_decreased = math.nan
+            warnings.append("no row is finite in both log_posterior and baseline_log_posterior;"
+                            " frac_p_decreased is NaN")
+        else:
+            decreased = log_p[both, c] < baseline[both, c]  # [n_pairs]
+            frac_p_decreased = float(decreased.double().mean())
+            if n_pairs < n:
+                warnings.append(f"frac_p_decreased uses the {n_pairs} rows finite in both runs "
+                                f"(of {n} finite in log_posterior)")
+
+    nan = math.nan
+    if n < 2:
+        warnings.append(f"only {n} finite sample(s): no standard error or interval")
+        p_values = np.exp(rows[:, c])  # [n]
+        return ClassProbabilitySummary(
+            n=n, n_nonfinite=n_nonfinite,
+            q_mean=float(np.exp(-rows[0, c])) if n else nan, q_se=nan, q_low=nan, q_high=nan,
+            interval_method=METHOD_EMPTY, level=level, q_top_share=1.0 if n else nan,
+            pareto_khat=nan, khat_threshold=nan, q_reliable=False,
+            p_mean=float(p_values.mean()) if n else nan, p_se=nan,
+            p_quantiles=tuple((q, float(p_values[0]) if n else nan) for q in P_QUANTILE_LEVELS),
+            accuracy=float(np.argmax(rows[0]) == c) if n else nan,
+            frac_p_decreased=frac_p_decreased, inv_prior=inv_prior, khat_method=KHAT_METHOD,
+            warnings=tuple(warnings))
+
+    # Q = E[1/p(c|Y)] through l_i = -log p(c|Y_i), scaled by exp(max l) so nothing overflows.
+    log_terms = -rows[:, c]  # [n] l_i
+    log_scale = float(log_terms.max())  # m
+    scaled = np.exp(log_terms - log_scale)  # [n] q_i / exp(m), in (0, 1]
+    scaled_mean = float(scaled.mean())
+    scaled_se = float(scaled.std(ddof=1)) / math.sqrt(n)
+    log_q_mean = float(logsumexp(log_terms)) - math.log(n)
+    q_mean = _scaled_exp(log_scale, scaled_mean)
+    q_se = _scaled_exp(log_scale, scaled_se)
+    if not math.isfinite(q_mean):
+        warnings.append(f"the mean of 1/p(c|Y) overflows float64: its log is {log_q_mean:.6g} "
+                        f"(largest term exp({log_scale:.6g})); q_mean is +inf")
+
+    z = float(norm.ppf(0.5 + level / 2))
+    # Every term is >= 1 (p <= 1), so Q >= 1: a lower end below 1 says nothing and is clipped.
+    q_low = max(_scaled_exp(log_scale, scaled_mean - z * scaled_se), 1.0)
+    q_share = top_share(scaled, top_fraction)
+    # The fit sees only the largest terms: scale them to at most exp(700) rather than 1 so that
+    # none of them underflows unless the terms span more than exp(1400).
+    khat = pareto_khat(np.exp(log_terms - log_scale + 700.0))  # [n] terms
+    threshold = khat_threshold(n)
+
+    if not math.isfinite(q_mean):
+        method, q_high = METHOD_OVERFLOW, math.inf
+    elif math.isnan(khat):
+        method, q_high = METHOD_NO_KHAT, math.inf
+        reason = (f"n = {n} < {KHAT_MIN_TERMS} finite samples" if n < KHAT_MIN_TERMS
+                  else "the tail fit failed")
+        warnings.append(f"Pareto k-hat not computable ({reason}): the plain mean of 1/p(c|Y) "
+                        "cannot be checked; interval is [mean - z se, inf)")
+    elif khat > threshold:
+        method, q_high = METHOD_HEAVY, math.inf
+        warnings.append(
+            f"1/p(c|Y) is heavy-tailed: Pareto k-hat = {khat:.3g} > threshold "
+            f"{threshold:.3g} (n = {n}); the plain mean is unreliable and likely biased low; "
+            "interval is [mean - z se, inf)")
+    elif khat < 0.5:
+        method, q_high = METHOD_NORMAL, _scaled_exp(log_scale, scaled_mean + z * scaled_se)
+    else:
+        method, q_high = METHOD_SLOW, _scaled_exp(log_scale, scaled_mean + z * scaled_se)
+        warnings.append(
+            f"1/p(c|Y) may have infinite variance: Pareto k-hat = {khat:.3g} in "
+            f"[0.5, {threshold:.3g}]; the mean converges slowly and the normal interval may "
+            "be too narrow")
+    if q_share > top_share_warn:
+        m = max(1, math.ceil(round(top_fraction * n, 9)))
+        warnings.append(f"the largest {m} of {n} terms 1/p(c|Y) ({top_fraction:.3g} of them) "
+                        f"hold {q_share:.3g} of the sum (> {top_share_warn:g})")
+    reliable = bool(khat <= threshold and q_share <= top_share_warn and math.isfinite(q_mean))
+
+    # p(c|Y): mean, standard error, quantiles; accuracy.
+    p_values = np.exp(rows[:, c])  # [n]
+    p_quantiles = np.quantile(p_values, P_QUANTILE_LEVELS)  # [5]
+    accuracy = float((np.argmax(rows, axis=1) == c).mean())
+
+    return ClassProbabilitySummary(
+        n=n, n_nonfinite=n_nonfinite,
+        q_mean=q_mean, q_se=q_se, q_low=q_low, q_high=q_high, interval_method=method,
+        level=level, q_top_share=q_share, pareto_khat=khat, khat_threshold=threshold,
+        q_reliable=reliable,
+        p_mean=float(p_values.mean()), p_se=float(p_values.std(ddof=1)) / math.sqrt(n),
+        p_quantiles=tuple(
+            (q, float(v)) for q, v in zip(P_QUANTILE_LEVELS, p_quantiles, strict=True)),
+        accuracy=accuracy, frac_p_decreased=frac_p_decreased, inv_prior=inv_prior,
+        khat_method=KHAT_METHOD, warnings=tuple(warnings))
