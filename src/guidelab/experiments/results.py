@@ -1,0 +1,53 @@
+"""Results on disk that an interruption cannot corrupt.
+
+A run writes its table one *unit* (for example one guidance strength) at a time. Each write
+replaces the whole file atomically: the new content goes to a temporary file in the same
+folder, is flushed to disk, and is renamed over the old one (``os.replace`` is atomic on POSIX
+and Windows). A reader, or a run killed at any moment, sees either the previous complete table
+or the new complete table, never a half-written row: an interruption loses at most the unit in
+flight.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["atomic_write_bytes", "write_csv"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Write ``rows`` (dicts) as CSV with the given leading ``columns``, atomically.
+
+    Keys not in ``columns`` follow in first-seen order; missing values are left empty.
+    """
+    fields = list(columns)
+    for row in rows:
+        fields.extend(key for key in row if key not in fields)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in fields})
+    atomic_write_bytes(path, buffer.getvalue().encode())
