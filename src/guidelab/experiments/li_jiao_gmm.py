@@ -160,6 +160,9 @@ class LiJiaoConfig:
             raise ValueError(f"device: {error}") from error
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device: {self.device!r} requested but CUDA is not available")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device: {self.device!r} does not exist; "
+                             f"{torch.cuda.device_count()} CUDA device(s) are visible")
 
 
 def _sampler_call(config: LiJiaoConfig) -> Callable:

@@ -1,0 +1,136 @@
+"""The Li-Jiao GMM experiment: the paper's statements on the built-in mixture, and robustness."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+from guidelab.experiments import LiJiaoConfig, default_mixture, default_strengths, run_li_jiao_gmm
+from guidelab.experiments.li_jiao_gmm import EXACT_SAMPLER, RESULT_COLUMNS
+from guidelab.samplers import SAMPLERS, SampleResult
+
+Z = 1.959963984540054  # 95% two-sided normal quantile
+
+
+def rows_of(rows, sampler, c=None):
+    return [r for r in rows if r["sampler"] == sampler and (c is None or r["class"] == c)]
+
+
+def test_default_mixture_is_not_a_textbook_case():
+    gm = default_mixture()
+    assert gm.num_classes >= 3 and gm.dim >= 2
+    assert all(int((gm.labels == c).sum()) >= 2 for c in range(gm.num_classes))
+    covs = gm.covariances
+    assert (covs[:, 0, 1].abs() > 0.05).all()  # full, not diagonal
+    assert (gm.eigvals.max(1).values / gm.eigvals.min(1).values > 2).all()  # anisotropic
+    # partial overlap: a Bayes classifier is right more often than chance, not always
+    x = gm.sample(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    post = gm.class_posterior(x)
+    assert 0.4 < post.max(1).values.mean() < 0.95
+
+
+def test_default_strengths_follow_the_paper():
+    w = default_strengths()
+    assert w[0] == 0.0 and w[1] == pytest.approx(0.01) and w[-1] == pytest.approx(10.0)
+    ratios = [b / a for a, b in zip(w[1:-1], w[2:])]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def unguided_rows():
+    config = LiJiaoConfig(trials=10_000, steps=1000, strengths=[0.0], reference_steps=50)
+    return run_li_jiao_gmm(config, progress=False)
+
+
+def test_exact_kernel_reproduces_inverse_prior(unguided_rows):
+    """Identity E[1/p(c|X)] = 1/p(c) for exact draws, within the reported interval."""
+    for row in rows_of(unguided_rows, EXACT_SAMPLER):
+        assert row["interval_method"] == "normal", row  # tails mild enough for a CLT interval
+        assert row["q_low"] <= row["inv_prior"] <= row["q_high"], row
+
+
+def test_ddpm_type_with_1000_steps_agrees_with_the_exact_kernel(unguided_rows):
+    for c in range(3):
+        exact, = rows_of(unguided_rows, EXACT_SAMPLER, c)
+        ddpm, = rows_of(unguided_rows, "ddpm_type", c)
+        # independent estimates: their difference has standard error sqrt(se1^2 + se2^2)
+        tolerance = Z * math.hypot(exact["q_se"], ddpm["q_se"])
+        assert abs(exact["q_mean"] - ddpm["q_mean"]) <= tolerance, (exact, ddpm)
+        assert ddpm["q_low"] <= ddpm["inv_prior"] <= ddpm["q_high"]
+
+
+def test_guidance_lowers_q_but_not_every_sample(tmp_path):
+    config = LiJiaoConfig(trials=4000, steps=200, strengths=[0.0, 0.1, 1.0, 10.0],
+                          reference=False)
+    rows = run_li_jiao_gmm(config, out_dir=tmp_path, progress=False)
+    decreased = []
+    for c in range(3):
+        by_w = sorted(rows_of(rows, "ddpm_type", c), key=lambda r: r["w"])
+        q = [r["q_mean"] for r in by_w]
+        assert all(b < a for a, b in zip(q, q[1:])), q
+        assert by_w[-1]["q_high"] < by_w[0]["q_low"]  # w = 10 separated from w = 0
+        decreased += [r["frac_p_decreased"] for r in by_w[1:]]
+    assert max(decreased) > 0  # some samples got worse: guidance is not uniformly good
+    with open(tmp_path / "results.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0])[:len(RESULT_COLUMNS)] == RESULT_COLUMNS
+    assert len(table) == len(rows)
+    assert float(table[-1]["q_mean"]) == pytest.approx(rows[-1]["q_mean"])
+
+
+def test_interrupted_run_keeps_finished_units(tmp_path):
+    seen = []
+
+    def interrupt_in_second_unit(row):
+        seen.append(row)
+        if len(seen) == 4:  # first row of the second strength
+            raise KeyboardInterrupt
+
+    config = LiJiaoConfig(trials=300, steps=20, strengths=[0.0, 1.0, 2.0], reference=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_li_jiao_gmm(config, out_dir=tmp_path, progress=False,
+                        on_row=interrupt_in_second_unit)
+    with open(tmp_path / "results.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [float(r["w"]) for r in table] == [0.0, 0.0, 0.0]  # the whole first unit, no more
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_non_finite_samples_are_counted_not_averaged(monkeypatch):
+    def diverging(score_fn, schedule, x_init, *, generator=None, **_):
+        samples = x_init.clone()
+        samples[::10] = math.nan  # every tenth row diverged
+        return SampleResult(samples=samples, n_nonfinite=int(math.ceil(len(x_init) / 10)))
+
+    monkeypatch.setitem(SAMPLERS, "diverging", diverging)
+    config = LiJiaoConfig(trials=100, steps=20, sampler="diverging", strengths=[0.0],
+                          reference=False)
+    rows = run_li_jiao_gmm(config, progress=False)
+    for row in rows:
+        assert row["n_nonfinite"] == 10 and row["n"] == 90
+        assert math.isfinite(row["q_mean"])
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"trials": -5}, "trials"),
+    ({"steps": 0}, "steps"),
+    ({"sampler": "euler"}, "sampler: unknown sampler"),
+    ({"classes": [3]}, "classes: unknown class 3"),
+    ({"strengths": [0.0, -1.0]}, "allow_negative"),
+    ({"strengths": [1.0]}, "w = 0"),
+    ({"schedule": "sigmoid"}, "schedule"),
+])
+def test_bad_configuration_is_named(changes, match):
+    config = LiJiaoConfig(**changes)
+    with pytest.raises(ValueError, match=match):
+        config.validate(default_mixture())
+
+
+def test_negative_strength_runs_with_opt_in():
+    config = LiJiaoConfig(trials=1000, steps=20, strengths=[0.0, -0.5], allow_negative=True,
+                          reference=False)
+    rows = run_li_jiao_gmm(config, progress=False)
+    by_class = {(r["class"], r["w"]): r for r in rows}
+    # guiding away from the class raises Q (the reverse of the theorem's direction)
+    assert all(by_class[(c, -0.5)]["q_mean"] > by_class[(c, 0.0)]["q_mean"] for c in range(3))
