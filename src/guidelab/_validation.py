@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["as_float64", "check_finite", "check_points", "check_noise_level"]
 
 
 def as_float64(value, name: str) -> torch.Tensor:
-    """``value`` as a float64 CPU tensor; ValueError naming ``name`` if it is not numeric."""
-    try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{name}: expected a numeric array, got {type(value).__name__}") from error
+    """``value`` as a float64 CPU tensor; ValueError naming ``name`` if it is not numeric.
+
+    Python numbers and lists are parsed as float64 directly (``torch.as_tensor`` alone would
+    read them as float32 and round 0.1 to 0.10000000149).
+    """
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    else:
+        try:
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"dtype {array.dtype}")
+            tensor = torch.as_tensor(array.astype(np.float64) if array.dtype.kind != "b"
+                                     else array)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"{name}: expected a numeric array, got "
+                             f"{type(value).__name__}") from error
     if tensor.is_complex() or tensor.dtype == torch.bool:
         raise ValueError(f"{name}: expected real numbers, got dtype {tensor.dtype}")
     return tensor.detach().to(device="cpu", dtype=torch.float64)
@@ -28,7 +41,8 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
 def check_points(x: torch.Tensor, dim: int, name: str = "x") -> torch.Tensor:
     """Check samples of shape ``[N, dim]`` (a ``[N]`` tensor is taken as ``[N, 1]`` if dim = 1)."""
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor of shape [N, {dim}], got {type(x).__name__}")
+        raise ValueError(f"{name}: expected a torch.Tensor of shape [N, {dim}], "
+                         f"got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
     if x.ndim == 1 and dim == 1:

@@ -161,7 +161,7 @@ class LabelledMixture:
         n = x.shape[0]
         alpha = check_noise_level(alpha, n, x, "alpha")
         sigma = check_noise_level(sigma, n, x, "sigma")
-        if ((alpha <= 0)).any():
+        if (alpha <= 0).any():
             raise ValueError("alpha: expected positive values (alpha = 0 is pure noise, where "
                              "the data carries no information)")
         self._check_clean(alpha, sigma, what)
