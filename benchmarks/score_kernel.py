@@ -84,10 +84,11 @@ def run_cases(cases, device, with_baseline=True):
         x = torch.randn(N, d, generator=torch.Generator().manual_seed(1)).to(device)
         rows = min(N, 256)
         reference = baseline_score(gm, x[:rows].double().cpu(), alpha, sigma)
-        t_ours, ours = timed(lambda: gm.score(x, alpha, sigma), device)
+        t_ours, ours = timed(lambda: gm.score(x, alpha, sigma), device)  # noqa: B023
         err_ours = relative_error(ours[:rows], reference)
         if with_baseline:
-            t_base, base = timed(lambda: baseline_score(gm, x, alpha, sigma), device,
+            t_base, base = timed(lambda: baseline_score(gm, x, alpha, sigma),  # noqa: B023
+                                 device,
                                  min_seconds=0.2, max_reps=5)
             err_base = relative_error(base[:rows], reference)
             base_cols = f"{t_base * 1e3:11.2f} {N * K / t_base:9.2e}"

@@ -33,7 +33,7 @@ def test_default_mixture_is_not_a_textbook_case():
 def test_default_strengths_follow_the_paper():
     w = default_strengths()
     assert w[0] == 0.0 and w[1] == pytest.approx(0.01) and w[-1] == pytest.approx(10.0)
-    ratios = [b / a for a, b in zip(w[1:-1], w[2:])]
+    ratios = [b / a for a, b in zip(w[1:-1], w[2:], strict=True)]
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-4)
 
 
@@ -68,7 +68,7 @@ def test_guidance_lowers_q_but_not_every_sample(tmp_path):
     for c in range(3):
         by_w = sorted(rows_of(rows, "ddpm_type", c), key=lambda r: r["w"])
         q = [r["q_mean"] for r in by_w]
-        assert all(b < a for a, b in zip(q, q[1:])), q
+        assert all(b < a for a, b in zip(q[:-1], q[1:], strict=True)), q
         assert by_w[-1]["q_high"] < by_w[0]["q_low"]  # w = 10 separated from w = 0
         decreased += [r["frac_p_decreased"] for r in by_w[1:]]
     assert max(decreased) > 0  # some samples got worse: guidance is not uniformly good

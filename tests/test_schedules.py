@@ -57,7 +57,8 @@ def test_li_jiao_schedule_follows_its_recursion():
 def test_vp_continuous_kernel():
     vp = VPContinuous(horizon=6.0)
     alpha, sigma = vp.alpha_sigma(torch.tensor([0.0, 0.5, 6.0]))
-    torch.testing.assert_close(alpha, torch.exp(-torch.tensor([0.0, 0.5, 6.0], dtype=torch.float64)))
+    times = torch.tensor([0.0, 0.5, 6.0], dtype=torch.float64)
+    torch.testing.assert_close(alpha, torch.exp(-times))
     torch.testing.assert_close(alpha**2 + sigma**2, torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(vp.time_of_sigma(sigma), torch.tensor([0.0, 0.5, 6.0],
                                                                      dtype=torch.float64))

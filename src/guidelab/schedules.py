@@ -70,7 +70,8 @@ class DiscreteSchedule:
     def __post_init__(self) -> None:
         betas = torch.as_tensor(self.betas, dtype=torch.float64)
         if betas.ndim != 1 or betas.numel() == 0:
-            raise ValueError(f"betas: expected a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+            raise ValueError(f"betas: expected a non-empty 1-D tensor, "
+                             f"got shape {tuple(betas.shape)}")
         if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():
             raise ValueError("betas: expected every beta_t in (0, 1]")
         object.__setattr__(self, "betas", betas)
@@ -145,7 +146,8 @@ def li_jiao_schedule(num_steps: int, c0: float = 2.0, c1: float = 4.0) -> Discre
     T = num_steps
     rate = c1 * math.log(T) / T
     if rate >= 1:
-        raise ValueError(f"c1: c1 log T / T = {rate:.3g} must be below 1 (more steps or smaller c1)")
+        raise ValueError(f"c1: c1 log T / T = {rate:.3g} must be below 1 "
+                         f"(more steps or smaller c1)")
     beta1 = T ** (-c0)
     t = torch.arange(1, T, dtype=torch.float64)
     rest = rate * torch.clamp(beta1 * (1 + rate) ** t, max=1.0)
@@ -161,7 +163,8 @@ def make_schedule(name: str, num_steps: int, **kwargs) -> DiscreteSchedule:
     try:
         factory = SCHEDULES[name]
     except KeyError:
-        raise ValueError(f"schedule: unknown name {name!r}; expected one of {sorted(SCHEDULES)}")
+        raise ValueError(f"schedule: unknown name {name!r}; "
+                         f"expected one of {sorted(SCHEDULES)}") from None
     return factory(num_steps, **kwargs)
 
 

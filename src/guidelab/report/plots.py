@@ -45,7 +45,7 @@ def plot_q_vs_w(rows: Sequence[dict], path: str | Path, *, title: str | None = N
         q = [r["q_mean"] for r in main]
         low = [r["q_mean"] - r["q_low"] for r in main]
         finite_high = [r["q_high"] if math.isfinite(r["q_high"]) else r["q_mean"] for r in main]
-        high = [h - r["q_mean"] for h, r in zip(finite_high, main)]
+        high = [h - r["q_mean"] for h, r in zip(finite_high, main, strict=True)]
         ax_q.errorbar(w, q, yerr=[low, high], color=color, marker="o", ms=4, capsize=3,
                       label=f"class {c}: Q(w)")
         unbounded = [r for r in main if not math.isfinite(r["q_high"])]
