@@ -5,7 +5,14 @@ variance preserving; the guided score is s^w(x|c) = s(x|c) + w (s(x|c) - s(x)), 
 unguided conditional sampling and the common "CFG scale" is 1 + w.
 """
 
-from .distributions import GaussianMixture, LabelledMixture
+from .distributions import (
+    EmpiricalMixture,
+    GaussianMixture,
+    LabelledMixture,
+    UniformBoxMixture,
+)
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance
+from .samplers import SAMPLERS, SampleResult, exact_reverse
 from .schedules import (
     DiscreteSchedule,
     VPContinuous,
@@ -16,7 +23,9 @@ from .schedules import (
 )
 
 __all__ = [
+    "EmpiricalMixture",
     "GaussianMixture",
+    "UniformBoxMixture",
     "LabelledMixture",
     "DiscreteSchedule",
     "VPContinuous",
@@ -24,5 +33,10 @@ __all__ = [
     "li_jiao_schedule",
     "linear_schedule",
     "make_schedule",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "SAMPLERS",
+    "SampleResult",
+    "exact_reverse",
 ]
 __version__ = "0.1.0"

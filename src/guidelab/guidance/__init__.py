@@ -1,0 +1,32 @@
+"""Guidance: turn a score model into one guided score function of (x, alpha, sigma).
+
+Convention (DESIGN.md section 2): s^w(x|c) = s(x|c) + w (s(x|c) - s(x)); w = 0 is unguided,
+the "CFG scale" is 1 + w and is accepted only as ``cfg_scale``.
+
+- :mod:`guidelab.guidance.strength`: strength schedules w(alpha, sigma): :func:`constant`,
+  :func:`interval`, and the strength / cfg_scale argument rules.
+- :mod:`guidelab.guidance.rules`: :class:`ClassifierFreeGuidance`, :class:`ClassifierGuidance`.
+"""
+
+from .rules import Classifier, ClassifierFreeGuidance, ClassifierGuidance, ScoreModel
+from .strength import (
+    ConstantStrength,
+    IntervalStrength,
+    StrengthSchedule,
+    constant,
+    interval,
+    strength_from_cfg_scale,
+)
+
+__all__ = [
+    "Classifier",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "ConstantStrength",
+    "IntervalStrength",
+    "ScoreModel",
+    "StrengthSchedule",
+    "constant",
+    "interval",
+    "strength_from_cfg_scale",
+]
