@@ -80,18 +80,37 @@ class GaussianMixture(LabelledMixture):
         K, d = self.num_components, self.dim
         basis = self.eigvecs.permute(1, 0, 2).reshape(d, K * d)  # [d, K d]
         projected_means = torch.einsum("kji,kj->ki", self.eigvecs, self.means).reshape(K * d)
-        # block_sum[k d + i, k] = 1: sums each component's d coordinates as a matrix product,
-        # much faster than a reduction over a short trailing axis
-        block_sum = torch.eye(K, dtype=torch.float64).repeat_interleave(d, dim=0)  # [K d, K]
         cast = {"device": device, "dtype": dtype}
-        return {
+        params = {
             "basis": basis.to(**cast).contiguous(),  # [d, K d]
             "basis_t": basis.T.to(**cast).contiguous(),  # [K d, d]
             "projected_means": projected_means.to(**cast),  # [K d]
             "eigvals": self.eigvals.reshape(K * d).to(**cast),  # [K d]
-            "block_sum": block_sum.to(**cast).contiguous(),  # [K d, K]
-            "block_sum_t": block_sum.T.to(**cast).contiguous(),  # [K, K d]
         }
+        if self._use_block_products():
+            # block_sum[k d + i, k] = 1: sums (or spreads) each component's d coordinates as a
+            # matrix product; for few small components that beats a reduction over a short
+            # trailing axis, but it costs O(K^2 d) a row, so only then
+            block_sum = torch.eye(K, dtype=torch.float64).repeat_interleave(d, dim=0)
+            params["block_sum"] = block_sum.to(**cast).contiguous()  # [K d, K]
+            params["block_sum_t"] = block_sum.T.to(**cast).contiguous()  # [K, K d]
+        return params
+
+    def _use_block_products(self) -> bool:
+        return self.num_components <= 32 and self.dim <= 4
+
+    def _sum_blocks(self, values: torch.Tensor, params) -> torch.Tensor:
+        """Per-component sums over the d coordinates: ``[n, K d] -> [n, K]``."""
+        K, d = self.num_components, self.dim
+        if "block_sum" in params:
+            return values @ params["block_sum"]
+        blocks = values.view(-1, K, d)  # [n, K, d]
+        if d > 8:
+            return blocks.sum(-1)
+        total = blocks[..., 0].clone()  # [n, K]; short axis: strided adds beat a reduction
+        for i in range(1, d):
+            total += blocks[..., i]
+        return total
 
     def _log_components(self, x, alpha, sigma, params):
         d = self.dim
@@ -100,20 +119,23 @@ class GaussianMixture(LabelledMixture):
         # y_k = U_k^T x - alpha U_k^T mu_k for all k at once
         y = torch.addmm(params["projected_means"] * -alpha, x, params["basis"])  # [n, K d]
         variances = torch.addcmul(sigma**2, alpha**2, params["eigvals"])  # [(n,) K d]
-        scaled = y / variances  # [n, K d]
-        # log pi_k - 1/2 (sum_i log D_ki + d log 2 pi), then - 1/2 sum_i y_ki^2 / D_ki
-        log_det = torch.log(variances) @ params["block_sum"]  # [(n,) K]
+        # y / D; one reciprocal of the [K d] vector when the level is shared by all rows
+        scaled = y / variances if variances.ndim == 2 else y * variances.reciprocal()  # [n, K d]
+        # log pi_k - 1/2 (sum_i log D_ki + d log 2 pi) - 1/2 sum_i y_ki^2 / D_ki
+        log_det = self._sum_blocks(torch.log(variances), params)  # [(n,) K]
         const = params["log_weights"] - 0.5 * (log_det + d * LOG_2PI)  # [(n,) K]
-        if const.ndim == 1:
-            log_joint = torch.addmm(const, y * scaled, params["block_sum"], alpha=-0.5)
-        else:
-            log_joint = const - 0.5 * ((y * scaled) @ params["block_sum"])  # [n, K]
+        quad = self._sum_blocks(y.mul_(scaled), params)  # [n, K]; y is not needed after
+        log_joint = quad.mul_(-0.5).add_(const)  # [n, K]
         return log_joint, scaled
 
     def _combine_scores(self, weights, aux, x, alpha, sigma, params):
-        # -sum_k r_k U_k (y_k / D_k): spread r over each block of d, then one matrix product
-        spread = weights @ params["block_sum_t"]  # [n, K d]
-        return -((spread * aux) @ params["basis_t"])  # [n, d]
+        # -sum_k r_k U_k (y_k / D_k): weight each block of d, then one matrix product
+        n, K, d = x.shape[0], self.num_components, self.dim
+        if "block_sum_t" in params:
+            weighted = (weights @ params["block_sum_t"]).mul_(aux)  # [n, K d]
+        else:
+            weighted = (aux.view(n, K, d) * weights[:, :, None]).view(n, K * d)  # [n, K d]
+        return -(weighted @ params["basis_t"])  # [n, d]
 
     def _check_clean(self, alpha, sigma, what) -> None:
         return None  # positive-definite covariances: a density exists at sigma = 0
