@@ -69,7 +69,7 @@ def li_jiao_gmm(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, "--seed", help="Seed of all noise; every w shares it."),
     w: str | None = typer.Option(None, "--w", help="Comma-separated strengths w (0 is always "
-                                 "added). Default: 0 and 13 log-spaced values in [0.01, 10]."),
+                                 "added). Default: 0 and 10 log-spaced values in [0.01, 10]."),
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated classes."),
     allow_negative: bool = typer.Option(False, "--allow-negative",
                                         help="Accept w < 0 (guidance away from the class)."),

@@ -47,6 +47,20 @@ ClassArg = int | torch.Tensor | None
 LOG_2PI = math.log(2 * math.pi)
 
 
+def _row_softmax(log_joint: torch.Tensor) -> torch.Tensor:
+    """Softmax over the K components of each row, ``[n, K] -> [n, K]``.
+
+    PyTorch's CPU softmax takes a slow path when a float32 row is shorter than its vector
+    width (at K = 9 it ran 3x slower than at K = 16); padding with -inf columns, which get
+    probability 0, and dropping them afterwards is faster there.
+    """
+    K = log_joint.shape[1]
+    if log_joint.dtype == torch.float32 and K < 16 and log_joint.device.type == "cpu":
+        padded = torch.nn.functional.pad(log_joint, (0, 16 - K), value=-math.inf)  # [n, 16]
+        return torch.softmax(padded, dim=1)[:, :K]
+    return torch.softmax(log_joint, dim=1)
+
+
 class LabelledMixture:
     """Base class of the exact families: a mixture over components with class labels.
 
@@ -296,14 +310,14 @@ class LabelledMixture:
             a, s = self._take(alpha, rows), self._take(sigma, rows)
             log_joint, aux = self._log_components(x[rows], a, s, params)  # [n, K]
             if c is None:
-                weights = torch.softmax(log_joint, dim=1)
+                weights = _row_softmax(log_joint)
             else:
                 mask = self._class_rows_mask(self._take(c, rows), params)
-                weights = torch.softmax(log_joint.masked_fill(~mask, -math.inf), dim=1)
+                weights = _row_softmax(log_joint.masked_fill(~mask, -math.inf))
                 if strength is not None:
                     w = self._take(strength, rows)
                     w = w[:, None] if w.ndim == 1 else w
-                    weights = torch.softmax(log_joint, dim=1).mul_(-w).add_(weights * (1 + w))
+                    weights = _row_softmax(log_joint).mul_(-w).add_(weights * (1 + w))
             out[rows] = self._combine_scores(weights, aux, x[rows], a, s, params)
         if not torch.isfinite(out).all():
             raise FloatingPointError("score: the computation produced non-finite values "

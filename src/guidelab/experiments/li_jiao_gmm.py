@@ -82,7 +82,7 @@ def default_mixture() -> GaussianMixture:
     return GaussianMixture(means, torch.stack(covariances), weights, labels)
 
 
-def default_strengths(num: int = 13, w_min: float = 0.01, w_max: float = 10.0) -> list[float]:
+def default_strengths(num: int = 10, w_min: float = 0.01, w_max: float = 10.0) -> list[float]:
     """w = 0 followed by ``num`` logarithmically spaced strengths from w_min to w_max."""
     if num < 1 or not 0 < w_min <= w_max:
         raise ValueError(f"strengths: expected num >= 1 and 0 < w_min <= w_max, got {num}, "
