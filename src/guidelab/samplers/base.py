@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from .._validation import check_finite
 from ..schedules import DiscreteSchedule
 
-__all__ = ["SampleResult", "ScoreFn", "run_steps", "check_x_init", "standard_normal",
-           "zero_nonfinite_rows", "DiscreteLevels", "discrete_levels"]
+__all__ = ["SampleResult", "ScoreFn", "run_steps", "run_linear_steps", "check_x_init",
+           "standard_normal", "zero_nonfinite_rows", "DiscreteLevels", "discrete_levels"]
 
 ScoreFn = Callable[[torch.Tensor, float, float], torch.Tensor]
 
@@ -101,6 +101,30 @@ def run_steps(step: Callable[[int, torch.Tensor], torch.Tensor], num_steps: int,
     samples = x.masked_fill(dead[:, None], math.nan) if n_nonfinite else x
     stacked = torch.stack(trajectory) if trajectory is not None else None
     return SampleResult(samples, stacked, n_nonfinite)
+
+
+def run_linear_steps(score_fn: ScoreFn, coefficients: list[tuple[float, ...]],
+                     x_init: torch.Tensor, generator: torch.Generator | None, *,
+                     return_trajectory: bool = False, progress: bool = False,
+                     desc: str = "sampling") -> SampleResult:
+    """Steps of the form x <- coef_x x + coef_s s(x; alpha, sigma) + noise_scale Z.
+
+    ``coefficients[i] = (alpha, sigma, coef_x, coef_s, noise_scale)`` for step i, as Python
+    floats; Z is one ``[N, d]`` standard normal draw from ``generator`` on every step with
+    noise_scale != 0. DDPM-type, ancestral DDPM, DDIM and Euler–Maruyama are all of this form
+    and differ only in their coefficients.
+    """
+
+    def step(i: int, x: torch.Tensor) -> torch.Tensor:
+        alpha, sigma, coef_x, coef_s, noise_scale = coefficients[i]
+        score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, d]
+        out = torch.mul(x, coef_x).add_(score, alpha=coef_s)  # [N, d]
+        if noise_scale:
+            out.add_(standard_normal(x, generator), alpha=noise_scale)
+        return out
+
+    return run_steps(step, len(coefficients), x_init, return_trajectory=return_trajectory,
+                     progress=progress, desc=desc)
 
 
 @dataclass(frozen=True)

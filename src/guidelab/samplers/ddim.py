@@ -30,8 +30,7 @@ from .base import (
     ScoreFn,
     check_x_init,
     discrete_levels,
-    run_steps,
-    standard_normal,
+    run_linear_steps,
 )
 
 __all__ = ["ddim"]
@@ -80,13 +79,6 @@ def ddim(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tensor, *,
         coef_s = sigma * (alpha_next * sigma / alpha - direction)
         coefficients.append((alpha, sigma, coef_x, coef_s, math.sqrt(max(eta_var, 0.0))))
 
-    def step(i: int, x: torch.Tensor) -> torch.Tensor:
-        alpha, sigma, coef_x, coef_s, noise_scale = coefficients[i]
-        score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, d]
-        out = torch.mul(x, coef_x).add_(score, alpha=coef_s)  # [N, d]
-        if noise_scale:
-            out.add_(standard_normal(x, generator), alpha=noise_scale)
-        return out
-
-    return run_steps(step, len(coefficients), x_init, return_trajectory=return_trajectory,
-                     progress=progress, desc=f"ddim(eta={eta:g})")
+    return run_linear_steps(score_fn, coefficients, x_init, generator,
+                            return_trajectory=return_trajectory, progress=progress,
+                            desc=f"ddim(eta={eta:g})")

@@ -33,8 +33,7 @@ from .base import (
     ScoreFn,
     check_x_init,
     discrete_levels,
-    run_steps,
-    standard_normal,
+    run_linear_steps,
 )
 
 __all__ = ["ddpm_type", "ddpm_ancestral"]
@@ -63,19 +62,13 @@ def ddpm_type(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tenso
     levels = discrete_levels(schedule)
     T = schedule.num_steps
     betas = schedule.betas.flip(0).tolist()  # beta_t for t = T..1
-    coefficients = [(levels.alphas[i], levels.sigmas[i], betas[i], 1.0 / math.sqrt(1 - betas[i]),
+    # (Y + beta s) / sqrt(a) = Y / sqrt(a) + (beta / sqrt(a)) s
+    coefficients = [(levels.alphas[i], levels.sigmas[i], 1.0 / math.sqrt(1 - betas[i]),
+                     betas[i] / math.sqrt(1 - betas[i]),
                      math.sqrt(betas[i]) if i < T - 1 else 0.0) for i in range(T)]
-
-    def step(i: int, x: torch.Tensor) -> torch.Tensor:
-        alpha, sigma, beta, inv_sqrt_a, noise_scale = coefficients[i]
-        score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, d]
-        out = torch.add(x, score, alpha=beta).mul_(inv_sqrt_a)  # [N, d]
-        if noise_scale:
-            out.add_(standard_normal(x, generator), alpha=noise_scale)
-        return out
-
-    return run_steps(step, T, x_init, return_trajectory=return_trajectory, progress=progress,
-                     desc="ddpm_type")
+    return run_linear_steps(score_fn, coefficients, x_init, generator,
+                            return_trajectory=return_trajectory, progress=progress,
+                            desc="ddpm_type")
 
 
 def ddpm_ancestral(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tensor, *,
@@ -114,13 +107,6 @@ def ddpm_ancestral(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.
         noise_scale = math.sqrt(var_prev / var_t * beta_t)  # 0 at t = 1
         coefficients.append((alpha, sigma, coef_x, coef_s, noise_scale))
 
-    def step(i: int, x: torch.Tensor) -> torch.Tensor:
-        alpha, sigma, coef_x, coef_s, noise_scale = coefficients[i]
-        score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, d]
-        out = torch.mul(x, coef_x).add_(score, alpha=coef_s)  # [N, d]
-        if noise_scale:
-            out.add_(standard_normal(x, generator), alpha=noise_scale)
-        return out
-
-    return run_steps(step, T, x_init, return_trajectory=return_trajectory, progress=progress,
-                     desc="ddpm_ancestral")
+    return run_linear_steps(score_fn, coefficients, x_init, generator,
+                            return_trajectory=return_trajectory, progress=progress,
+                            desc="ddpm_ancestral")

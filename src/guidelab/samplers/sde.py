@@ -21,7 +21,7 @@ import math
 import torch
 
 from ..schedules import VPContinuous
-from .base import SampleResult, ScoreFn, check_x_init, run_steps, standard_normal
+from .base import SampleResult, ScoreFn, check_x_init, run_linear_steps
 from .ode import continuous_grid
 
 __all__ = ["euler_maruyama"]
@@ -62,13 +62,6 @@ def euler_maruyama(score_fn: ScoreFn, schedule: VPContinuous, x_init: torch.Tens
         coefficients.append((alphas[i], sigmas[i], 1.0 + h, 2.0 * h,
                              math.sqrt(2.0 * h) if noisy else 0.0))
 
-    def step(i: int, x: torch.Tensor) -> torch.Tensor:
-        alpha, sigma, coef_x, coef_s, noise_scale = coefficients[i]
-        score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, d]
-        out = torch.mul(x, coef_x).add_(score, alpha=coef_s)  # [N, d]
-        if noise_scale:
-            out.add_(standard_normal(x, generator), alpha=noise_scale)
-        return out
-
-    return run_steps(step, n, x_init, return_trajectory=return_trajectory, progress=progress,
-                     desc="euler_maruyama")
+    return run_linear_steps(score_fn, coefficients, x_init, generator,
+                            return_trajectory=return_trajectory, progress=progress,
+                            desc="euler_maruyama")
