@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--steps", type=int, default=50, help="timed steps (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up steps (default 5)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs, best kept")
     parser.add_argument("--n", type=int, default=None, help="override N for every case")
     parser.add_argument("--cases", type=int, nargs="+", default=None,
                         help="indices of CASES to run (default all)")

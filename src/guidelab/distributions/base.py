@@ -140,6 +140,11 @@ class LabelledMixture:
             common = {
                 "log_weights": self.log_weights.to(device=key[0], dtype=dtype),
                 "class_mask": self._class_mask.to(key[0]),
+                # 0 on a class's components, -inf elsewhere: restricting a log-joint to a class
+                # is one broadcast add (a boolean masked_fill cost 4x more on [n, K])
+                "class_log_mask": torch.zeros(self._class_mask.shape, dtype=dtype,
+                                              device=key[0]).masked_fill_(
+                    ~self._class_mask.to(key[0]), -math.inf),  # [C, K]
                 "class_index": [idx.to(key[0]) for idx in self._class_index],
                 "labels": self.labels.to(key[0]),
             }
@@ -210,9 +215,22 @@ class LabelledMixture:
             return value[rows]
         return value
 
-    def _class_rows_mask(self, c, params) -> torch.Tensor:
-        """``[K]`` (one class) or ``[N, K]`` (per-row classes) mask of class c's components."""
-        return params["class_mask"][c]
+    def _class_log_mask(self, c, params) -> torch.Tensor:
+        """0 on class c's components, -inf elsewhere: ``[K]`` (one class) or ``[N, K]``."""
+        return params["class_log_mask"][c]
+
+    def _level_params(self, alpha, sigma, params) -> dict[str, Any]:
+        """Hook: terms that depend only on a noise level shared by every row (0-d alpha and
+        sigma), computed once per call instead of once per chunk; merged into ``params``."""
+        return {}
+
+    def _call_params(self, x, alpha, sigma) -> dict[str, Any]:
+        params = self.params(x.device, x.dtype)
+        if alpha.ndim == 0 and sigma.ndim == 0:
+            level = self._level_params(alpha, sigma, params)
+            if level:
+                params = {**params, **level}
+        return params
 
     # ----------------------------------------------------------------- public maths
 
@@ -230,7 +248,7 @@ class LabelledMixture:
         """
         x, alpha, sigma = self._prepare(x, alpha, sigma, "log_prob")
         c = self._class_tensor(c, x.shape[0], x.device)
-        params = self.params(x.device, x.dtype)
+        params = self._call_params(x, alpha, sigma)
         out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
         log_prior = torch.log(self._class_prior).to(x.device, x.dtype)
         for rows in self._chunks(x.shape[0]):
@@ -240,7 +258,7 @@ class LabelledMixture:
                 out[rows] = torch.logsumexp(log_joint, dim=1)
             else:
                 cc = self._take(c, rows)
-                masked = log_joint.masked_fill(~self._class_rows_mask(cc, params), -math.inf)
+                masked = log_joint + self._class_log_mask(cc, params)  # [n, K]
                 out[rows] = torch.logsumexp(masked, dim=1) - log_prior[cc]
         if torch.isnan(out).any() or (out == math.inf).any():
             raise FloatingPointError("log_prob: the computation produced NaN or +inf "
@@ -255,7 +273,7 @@ class LabelledMixture:
         guidance) from it.
         """
         x, alpha, sigma = self._prepare(x, alpha, sigma, "log_class_posterior")
-        params = self.params(x.device, x.dtype)
+        params = self._call_params(x, alpha, sigma)
         parts = []
         for rows in self._chunks(x.shape[0]):
             log_joint, _ = self._log_components(x[rows], self._take(alpha, rows),
@@ -304,7 +322,7 @@ class LabelledMixture:
         return self._weighted_score(x, alpha, sigma, c, strength)
 
     def _weighted_score(self, x, alpha, sigma, c, strength) -> torch.Tensor:
-        params = self.params(x.device, x.dtype)
+        params = self._call_params(x, alpha, sigma)
         out = torch.empty_like(x)
         for rows in self._chunks(x.shape[0]):
             a, s = self._take(alpha, rows), self._take(sigma, rows)
@@ -312,8 +330,8 @@ class LabelledMixture:
             if c is None:
                 weights = _row_softmax(log_joint)
             else:
-                mask = self._class_rows_mask(self._take(c, rows), params)
-                weights = _row_softmax(log_joint.masked_fill(~mask, -math.inf))
+                mask = self._class_log_mask(self._take(c, rows), params)  # [(n,) K]
+                weights = _row_softmax(log_joint + mask)
                 if strength is not None:
                     w = self._take(strength, rows)
                     w = w[:, None] if w.ndim == 1 else w

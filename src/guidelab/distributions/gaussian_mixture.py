@@ -114,18 +114,31 @@ class GaussianMixture(LabelledMixture):
             total += blocks[..., i]
         return total
 
-    def _log_components(self, x, alpha, sigma, params):
-        d = self.dim
-        if alpha.ndim == 1:
-            alpha, sigma = alpha[:, None], sigma[:, None]  # [n, 1]
-        # y_k = U_k^T x - alpha U_k^T mu_k for all k at once
-        y = torch.addmm(params["projected_means"] * -alpha, x, params["basis"])  # [n, K d]
-        variances = torch.addcmul(sigma**2, alpha**2, params["eigvals"])  # [(n,) K d]
-        # y / D; one reciprocal of the [K d] vector when the level is shared by all rows
-        scaled = y / variances if variances.ndim == 2 else y * variances.reciprocal()  # [n, K d]
-        # log pi_k - 1/2 (sum_i log D_ki + d log 2 pi) - 1/2 sum_i y_ki^2 / D_ki
+    def _level_params(self, alpha, sigma, params) -> dict[str, Any]:
+        variances = torch.addcmul(sigma**2, alpha**2, params["eigvals"])  # D, [K d]
+        return {"shift": params["projected_means"] * -alpha,  # -alpha U^T mu, [K d]
+                "inv_variances": variances.reciprocal(),  # [K d]
+                "const": self._component_const(variances, params)}  # [K]
+
+    def _component_const(self, variances, params) -> torch.Tensor:
+        """log pi_k - 1/2 (sum_i log D_ki + d log 2 pi); ``[(n,) K]``."""
         log_det = self._sum_blocks(torch.log(variances), params)  # [(n,) K]
-        const = params["log_weights"] - 0.5 * (log_det + d * LOG_2PI)  # [(n,) K]
+        return params["log_weights"] - 0.5 * (log_det + self.dim * LOG_2PI)
+
+    def _log_components(self, x, alpha, sigma, params):
+        if "const" in params:  # one level for every row, its terms computed once per call
+            y = torch.addmm(params["shift"], x, params["basis"])  # [n, K d]
+            scaled = y * params["inv_variances"]  # y / D, [n, K d]
+            const = params["const"]  # [K]
+        else:
+            if alpha.ndim == 1:
+                alpha, sigma = alpha[:, None], sigma[:, None]  # [n, 1]
+            # y_k = U_k^T x - alpha U_k^T mu_k for all k at once
+            y = torch.addmm(params["projected_means"] * -alpha, x, params["basis"])  # [n, K d]
+            variances = torch.addcmul(sigma**2, alpha**2, params["eigvals"])  # [(n,) K d]
+            scaled = y / variances  # [n, K d]
+            const = self._component_const(variances, params)  # [(n,) K]
+        # log pi_k - 1/2 (sum_i log D_ki + d log 2 pi) - 1/2 sum_i y_ki^2 / D_ki
         quad = self._sum_blocks(y.mul_(scaled), params)  # [n, K]; y is not needed after
         log_joint = quad.mul_(-0.5).add_(const)  # [n, K]
         return log_joint, scaled
