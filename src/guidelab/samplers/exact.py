@@ -126,7 +126,7 @@ def exact_reverse(mixture: GaussianMixture, c, schedule: DiscreteSchedule, x_ini
         gumbel = -torch.log(-torch.log(uniform))  # float64 keeps its tail, [N, K]
         noise = standard_normal(x, generator)  # [N, d]
         components = torch.empty(n, dtype=torch.int64, device=device)  # [N]
-        for rows in mixture._chunks(n):
+        for rows in mixture._chunks(n, device):
             log_joint, _ = mixture._log_components(x[rows], alpha_t, sigma_t, params)  # [n, K]
             mask = class_mask if class_mask.ndim == 1 else class_mask[rows]
             log_joint = log_joint.masked_fill(~mask, -math.inf)  # [n, K]
