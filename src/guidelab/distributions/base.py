@@ -342,7 +342,8 @@ class LabelledMixture:
                 if strength is not None:
                     w = self._take(strength, rows)
                     w = w[:, None] if w.ndim == 1 else w
-                    weights = _row_softmax(log_joint).mul_(-w).add_(weights * (1 + w))
+                    # (1 + w) r^c - w r = lerp(r, r^c, 1 + w)
+                    weights = torch.lerp(_row_softmax(log_joint), weights, 1 + w)
             out[rows] = self._combine_scores(weights, aux, x[rows], a, s, params)
         if not torch.isfinite(out).all():
             raise FloatingPointError("score: the computation produced non-finite values "

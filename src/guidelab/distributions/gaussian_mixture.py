@@ -83,7 +83,7 @@ class GaussianMixture(LabelledMixture):
         cast = {"device": device, "dtype": dtype}
         params = {
             "basis": basis.to(**cast).contiguous(),  # [d, K d]
-            "basis_t": basis.T.to(**cast).contiguous(),  # [K d, d]
+            "neg_basis_t": (-basis.T).to(**cast).contiguous(),  # -U^T, [K d, d]
             "projected_means": projected_means.to(**cast),  # [K d]
             "eigvals": self.eigvals.reshape(K * d).to(**cast),  # [K d]
         }
@@ -139,8 +139,10 @@ class GaussianMixture(LabelledMixture):
             scaled = y / variances  # [n, K d]
             const = self._component_const(variances, params)  # [(n,) K]
         # log pi_k - 1/2 (sum_i log D_ki + d log 2 pi) - 1/2 sum_i y_ki^2 / D_ki
-        quad = self._sum_blocks(y.mul_(scaled), params)  # [n, K]; y is not needed after
-        log_joint = quad.mul_(-0.5).add_(const)  # [n, K]
+        squares = y.mul_(scaled)  # y^2 / D, [n, K d]; y is not needed after
+        if "block_sum" in params and const.ndim == 1:
+            return torch.addmm(const, squares, params["block_sum"], alpha=-0.5), scaled
+        log_joint = self._sum_blocks(squares, params).mul_(-0.5).add_(const)  # [n, K]
         return log_joint, scaled
 
     def _combine_scores(self, weights, aux, x, alpha, sigma, params):
@@ -150,7 +152,7 @@ class GaussianMixture(LabelledMixture):
             weighted = (weights @ params["block_sum_t"]).mul_(aux)  # [n, K d]
         else:
             weighted = (aux.view(n, K, d) * weights[:, :, None]).view(n, K * d)  # [n, K d]
-        return -(weighted @ params["basis_t"])  # [n, d]
+        return weighted @ params["neg_basis_t"]  # [n, d]
 
     def _check_clean(self, alpha, sigma, what) -> None:
         return None  # positive-definite covariances: a density exists at sigma = 0
