@@ -170,12 +170,6 @@ class GaussianMixture(LabelledMixture):
             out[rows] = self.means[k].to(device) + noise[rows] @ scale[k].T
         return out.to(dtype)
 
-    # ----------------------------------------------------------------- exact reverse kernel
-
-    def noised_component_variances(self, alpha, sigma) -> torch.Tensor:
-        """Eigenvalues of C_k = alpha^2 Sigma_k + sigma^2 I in the basis U_k; ``[K, d]``."""
-        return alpha**2 * self.eigvals + sigma**2
-
 
 def _factor_covariances(covariances: torch.Tensor, num_components: int, dim: int):
     """Eigen-decompose full, diagonal or isotropic covariances; check positive definiteness."""
