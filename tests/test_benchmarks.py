@@ -1,0 +1,33 @@
+"""The benchmark scripts still run (tiny sizes; timings are never asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("args", [
+    ["sampling.py", "--steps", "3", "--warmup", "1", "--repeats", "1", "--n", "64"],
+])
+def test_benchmark_script_runs(args):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / args[0]), *args[1:]],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "sample-steps/s" in result.stdout
+
+
+def test_score_kernel_agrees_with_its_baseline():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import score_kernel
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import torch
+
+    gm = score_kernel.make_mixture(8, 3)
+    x = torch.randn(128, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    baseline = score_kernel.baseline_score(gm, x, 0.8, 0.6)
+    torch.testing.assert_close(gm.score(x, 0.8, 0.6), baseline, rtol=1e-9, atol=1e-9)
