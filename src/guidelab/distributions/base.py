@@ -143,7 +143,6 @@ class LabelledMixture:
         if key not in self._param_cache:
             common = {
                 "log_weights": self.log_weights.to(device=key[0], dtype=dtype),
-                "class_mask": self._class_mask.to(key[0]),
                 # 0 on a class's components, -inf elsewhere: restricting a log-joint to a class
                 # is one broadcast add (a boolean masked_fill cost 4x more on [n, K])
                 "class_log_mask": torch.zeros(self._class_mask.shape, dtype=dtype,

@@ -39,8 +39,6 @@ step, never an ``[N, K, d, d]`` tensor.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..distributions import GaussianMixture
@@ -102,7 +100,7 @@ def exact_reverse(mixture: GaussianMixture, c, schedule: DiscreteSchedule, x_ini
     levels = discrete_levels(schedule)
     T = schedule.num_steps
     params = mixture.params(device, dtype)
-    class_mask = params["class_mask"][c]  # [K] or [N, K]
+    class_log_mask = mixture._class_log_mask(c, params)  # 0 / -inf, [K] or [N, K]
     cast = {"device": device, "dtype": dtype}
     means = mixture.means.to(**cast)  # [K, d]
     bases = mixture.eigvecs.to(**cast)  # [K, d, d], columns are eigenvectors
@@ -128,9 +126,8 @@ def exact_reverse(mixture: GaussianMixture, c, schedule: DiscreteSchedule, x_ini
         components = torch.empty(n, dtype=torch.int64, device=device)  # [N]
         for rows in mixture._chunks(n, device):
             log_joint, _ = mixture._log_components(x[rows], alpha_t, sigma_t, params)  # [n, K]
-            mask = class_mask if class_mask.ndim == 1 else class_mask[rows]
-            log_joint = log_joint.masked_fill(~mask, -math.inf)  # [n, K]
-            components[rows] = torch.argmax(log_joint + gumbel[rows], dim=1)
+            mask = class_log_mask if class_log_mask.ndim == 1 else class_log_mask[rows]
+            components[rows] = torch.argmax(log_joint + mask + gumbel[rows], dim=1)
         out = torch.empty_like(x)  # [N, d]
         for k in candidates:
             rows = (components == k).nonzero().flatten()  # [n_k]
