@@ -129,6 +129,3 @@ def li_jiao_gmm(
                f"{', '.join(RESULT_COLUMNS[:11])}, ...) and {figure} "
                f"in {time.perf_counter() - start:.1f} s")
 
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
