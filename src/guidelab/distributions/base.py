@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from .. import noise as _noise
 from .._validation import as_float64, check_noise_level, check_points
 
 __all__ = ["LabelledMixture", "NoiseLevel", "ClassArg"]
@@ -351,13 +352,17 @@ class LabelledMixture:
 
     # ----------------------------------------------------------------- sampling
 
-    def sample(self, n: int, c: ClassArg = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, c: ClassArg = None,
+               generator: torch.Generator | _noise.RowNoise | None = None,
                device: torch.device | str | None = None,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Exact draws from p(x) (c = None) or p(x | c) of the clean data; ``[n, d]``.
 
         A component is drawn from the (class-restricted) weights, then a point from it. Pass a
-        ``generator`` (on ``device``) for reproducible draws.
+        ``generator`` (on ``device``) for reproducible draws, or a
+        :class:`~guidelab.noise.RowNoise` with n rows (row i's draw is then a function of the
+        noise's seed, stream and row index alone; its component is drawn by the Gumbel-max
+        trick from one uniform draw, its point from the next draw).
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n: expected a non-negative integer, got {n!r}")
@@ -371,11 +376,52 @@ class LabelledMixture:
         """Component indices ``[n]`` drawn from the weights (within class c if given)."""
         weights = self.weights.to(device)
         if c is None:
-            return torch.multinomial(weights, n, replacement=True, generator=generator) \
-                if n else torch.zeros(0, dtype=torch.int64, device=device)
+            return _noise.categorical(weights, n, generator, device)
         if isinstance(c, int):
-            w = weights * self._class_mask[c].to(device)
-            return torch.multinomial(w, n, replacement=True, generator=generator) \
-                if n else torch.zeros(0, dtype=torch.int64, device=device)
+            return _noise.categorical(weights * self._class_mask[c].to(device), n, generator,
+                                      device)
         w = weights[None, :] * self._class_mask.to(device)[c]  # [n, K]
-        return torch.multinomial(w, 1, replacement=True, generator=generator)[:, 0]
+        return _noise.categorical(w, n, generator, device)
+
+    # ----------------------------------------------------------------- public interface for
+    # exact references (the exact reverse kernel, grid propagation, exact log-densities)
+
+    def resolve_class(self, c: ClassArg, n: int,
+                      device: torch.device | str | None = None) -> torch.Tensor | int | None:
+        """Check a class argument for ``n`` rows: None, a Python int, or an ``[n]`` int64 tensor
+        on ``device``; ValueError naming ``c`` for anything else or an unknown class."""
+        return self._class_tensor(c, n, torch.device(device) if device is not None else None)
+
+    def class_components(self, c: int) -> torch.Tensor:
+        """Indices ``[K_c]`` (int64, CPU) of the components of class ``c``."""
+        c = self.resolve_class(c, 1)
+        if not isinstance(c, int):
+            raise ValueError("c: expected one class (an int)")
+        return self._class_index[c].clone()
+
+    def log_responsibilities(self, x: torch.Tensor, alpha: NoiseLevel, sigma: NoiseLevel,
+                             c: ClassArg = None) -> torch.Tensor:
+        r"""log r_k(x) at level (alpha, sigma): ``[N, K]``, each row a log-softmax.
+
+        r_k(x) = pi_k p_{k,t}(x) / sum_j pi_j p_{j,t}(x) (c = None), or the class-restricted
+        r_k^c(x), the same softmax over class c's components only (log r_k^c = -inf on the
+        other components). Computed from the component log-joints, never exponentiated first.
+
+        Args:
+            x: points ``[N, d]``; alpha, sigma: floats or ``[N]`` tensors; c: None, a class
+                or ``[N]`` classes.
+        """
+        x, alpha, sigma = self._prepare(x, alpha, sigma, "log_responsibilities")
+        c = self._class_tensor(c, x.shape[0], x.device)
+        params = self._call_params(x, alpha, sigma)
+        out = x.new_empty((x.shape[0], self.num_components))
+        for rows in self._chunks(x.shape[0], x.device):
+            log_joint, _ = self._log_components(x[rows], self._take(alpha, rows),
+                                                self._take(sigma, rows), params)  # [n, K]
+            if c is not None:
+                log_joint = log_joint + self._class_log_mask(self._take(c, rows), params)
+            out[rows] = torch.log_softmax(log_joint, dim=1)  # [n, K]
+        if torch.isnan(out).any():
+            raise FloatingPointError("log_responsibilities: the computation produced NaN "
+                                     "(the point has zero density under every component)")
+        return out

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from .. import noise as _noise
 from .._validation import as_float64
 from .base import LOG_2PI, LabelledMixture
 
@@ -150,8 +151,7 @@ class EmpiricalMixture(LabelledMixture):
     def _sample_components(self, components, generator, device, dtype):
         out = self.points.to(device)[components]  # [n, d]
         if self.bandwidth > 0:
-            noise = torch.randn(out.shape, generator=generator, device=device,
-                                dtype=torch.float64)  # [n, d]
+            noise = _noise.normal(out.shape, generator, device, torch.float64)  # [n, d]
             out = out + self.bandwidth * noise
         return out.to(dtype)
 

@@ -22,14 +22,32 @@ quadratic form.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .. import noise as _noise
 from .._validation import as_float64
 from .base import LOG_2PI, LabelledMixture
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "NoisedComponents"]
+
+
+@dataclass(frozen=True)
+class NoisedComponents:
+    """Gaussian components N(means_k, eigvecs_k diag(variances_k) eigvecs_k^T) at one level.
+
+    Attributes:
+        means: ``[K, d]`` alpha mu_k.
+        eigvecs: ``[K, d, d]`` orthonormal eigenvectors U_k (columns).
+        variances: ``[K, d]`` eigenvalues D_k = alpha^2 lambda_k + sigma^2.
+    """
+
+    means: torch.Tensor
+    eigvecs: torch.Tensor
+    variances: torch.Tensor
 
 
 class GaussianMixture(LabelledMixture):
@@ -162,13 +180,38 @@ class GaussianMixture(LabelledMixture):
 
     def _sample_components(self, components, generator, device, dtype):
         n, d = components.shape[0], self.dim
-        noise = torch.randn(n, d, generator=generator, device=device, dtype=torch.float64)
+        noise = _noise.normal((n, d), generator, device, torch.float64)  # [n, d]
         scale = self.eigvecs.to(device) * self.eigvals.to(device).sqrt()[:, None, :]  # [K, d, d]
         out = torch.empty(n, d, dtype=torch.float64, device=device)
         for k in torch.unique(components).tolist():
             rows = (components == k).nonzero().flatten()
             out[rows] = self.means[k].to(device) + noise[rows] @ scale[k].T
         return out.to(dtype)
+
+    # ----------------------------------------------------------------- public interface for
+    # exact references (the exact reverse kernel, grid propagation, exact log-densities)
+
+    def noised_components(self, alpha: float, sigma: float, device=None,
+                          dtype: torch.dtype = torch.float64) -> NoisedComponents:
+        """The components at level (alpha, sigma): N(alpha mu_k, U_k diag(D_k) U_k^T).
+
+        Args:
+            alpha, sigma: one noise level (Python floats or 0-d tensors).
+            device, dtype: where the returned tensors live (default CPU, float64).
+
+        Returns:
+            :class:`NoisedComponents` with ``means`` ``[K, d]`` (alpha mu_k), ``eigvecs``
+            ``[K, d, d]`` (columns are the eigenvectors U_k of Sigma_k) and ``variances``
+            ``[K, d]`` (D_k = alpha^2 lambda_k + sigma^2, the eigenvalues of C_k).
+        """
+        alpha, sigma = float(alpha), float(sigma)
+        if not (math.isfinite(alpha) and math.isfinite(sigma) and alpha > 0 and sigma >= 0):
+            raise ValueError(f"alpha, sigma: expected alpha > 0 and sigma >= 0, got "
+                             f"alpha={alpha}, sigma={sigma}")
+        cast = {"device": device, "dtype": dtype}
+        return NoisedComponents(means=(alpha * self.means).to(**cast),
+                                eigvecs=self.eigvecs.to(**cast),
+                                variances=(alpha**2 * self.eigvals + sigma**2).to(**cast))
 
 
 def _factor_covariances(covariances: torch.Tensor, num_components: int, dim: int):

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import noise as _noise
 from .._validation import as_float64
 from .base import LOG_2PI, LabelledMixture
 
@@ -180,7 +181,7 @@ class UniformBoxMixture(LabelledMixture):
 
     def _sample_components(self, components, generator, device, dtype):
         n, d = components.shape[0], self.dim
-        uniform = torch.rand(n, d, generator=generator, device=device, dtype=torch.float64)
+        uniform = _noise.uniform((n, d), generator, device, torch.float64)  # [n, d]
         lows = self.lows.to(device)[components]  # [n, d]
         widths = (self.highs - self.lows).to(device)[components]  # [n, d]
         return (lows + widths * uniform).to(dtype)

@@ -1,9 +1,9 @@
 r"""Guidance rules: a score model (and a classifier) in, one guided score function out.
 
 A *score model* is anything with ``score(x, alpha, sigma, c=None)`` returning grad_x log p_t(x)
-(c = None) or grad_x log p_t(x | c), ``[N, d]``, at the level of the kernel
-X_t = alpha X_0 + sigma Z. A *guided score function* is a callable ``(x [N, d], alpha, sigma) ->
-[N, d]`` with the class and the rule already bound; it is what every sampler takes.
+(c = None) or grad_x log p_t(x | c), ``[N, ...]``, at the level of the kernel
+X_t = alpha X_0 + sigma Z. A *guided score function* is a callable ``(x [N, ...], alpha, sigma) ->
+[N, ...]`` with the class and the rule already bound; it is what every sampler takes.
 
 With strength w = w(alpha, sigma) (see :mod:`guidelab.guidance.strength`; w = 0 unguided):
 
@@ -37,7 +37,7 @@ ClassArg = int | torch.Tensor
 
 @runtime_checkable
 class ScoreModel(Protocol):
-    """Anything with ``score(x [N, d], alpha, sigma, c=None) -> [N, d]``."""
+    """Anything with ``score(x [N, ...], alpha, sigma, c=None) -> [N, ...]``."""
 
     def score(self, x: torch.Tensor, alpha: Level, sigma: Level,
               c: ClassArg | None = None) -> torch.Tensor: ...
@@ -45,7 +45,7 @@ class ScoreModel(Protocol):
 
 @runtime_checkable
 class Classifier(Protocol):
-    """Anything with ``log_class_posterior(x [N, d], alpha, sigma) -> [N, C]`` (log p_t(c|x))."""
+    """Anything with ``log_class_posterior(x [N, ...], alpha, sigma) -> [N, C]`` (log p_t(c|x))."""
 
     def log_class_posterior(self, x: torch.Tensor, alpha: Level,
                             sigma: Level) -> torch.Tensor: ...
@@ -76,9 +76,10 @@ class _GuidanceRule:
 
 
 def _column(w, like: torch.Tensor):
-    """A float stays a float; an ``[N]`` strength becomes ``[N, 1]`` in like's dtype/device."""
+    """A float stays a float; an ``[N]`` strength becomes ``[N, 1, ...]`` (broadcasting over
+    like's trailing shape) in like's dtype and device."""
     if isinstance(w, torch.Tensor):
-        return w.to(dtype=like.dtype, device=like.device)[:, None]  # [N, 1]
+        return w.to(dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
     return w
 
 
@@ -98,7 +99,7 @@ class ClassifierFreeGuidance(_GuidanceRule):
             raises ValueError.
         allow_negative: accept w < 0 (guidance away from c); otherwise ValueError.
 
-    Calling it with ``(x [N, d], alpha, sigma)`` returns ``[N, d]``. When w = 0 at a level only
+    Calling it with ``(x [N, ...], alpha, sigma)`` returns ``[N, ...]``. When w = 0 at a level only
     the conditional score is evaluated.
 
     Example:
@@ -118,16 +119,16 @@ class ClassifierFreeGuidance(_GuidanceRule):
     def __call__(self, x: torch.Tensor, alpha: Level, sigma: Level) -> torch.Tensor:
         w = self.guidance_strength(alpha, sigma)
         if _is_zero(w):
-            return self.model.score(x, alpha, sigma, self.c)  # [N, d]
+            return self.model.score(x, alpha, sigma, self.c)  # [N, ...]
         if self.fused:
-            return self.model.guided_score(x, alpha, sigma, self.c, w)  # [N, d]
+            return self.model.guided_score(x, alpha, sigma, self.c, w)  # [N, ...]
         return self.two_call(x, alpha, sigma, w)
 
     def two_call(self, x: torch.Tensor, alpha: Level, sigma: Level, w) -> torch.Tensor:
-        """lerp(s(x), s(x|c), 1 + w) from two separate ``score`` calls; ``[N, d]``."""
-        conditional = self.model.score(x, alpha, sigma, self.c)  # [N, d]
-        unconditional = self.model.score(x, alpha, sigma, None)  # [N, d]
-        return torch.lerp(unconditional, conditional, 1.0 + _column(w, x))  # [N, d]
+        """lerp(s(x), s(x|c), 1 + w) from two separate ``score`` calls; ``[N, ...]``."""
+        conditional = self.model.score(x, alpha, sigma, self.c)  # [N, ...]
+        unconditional = self.model.score(x, alpha, sigma, None)  # [N, ...]
+        return torch.lerp(unconditional, conditional, 1.0 + _column(w, x))  # [N, ...]
 
 
 class ClassifierGuidance(_GuidanceRule):
@@ -160,15 +161,15 @@ class ClassifierGuidance(_GuidanceRule):
 
     def __call__(self, x: torch.Tensor, alpha: Level, sigma: Level) -> torch.Tensor:
         w = self.guidance_strength(alpha, sigma)
-        conditional = self.model.score(x, alpha, sigma, self.c)  # [N, d]
+        conditional = self.model.score(x, alpha, sigma, self.c)  # [N, ...]
         if _is_zero(w):
             return conditional
-        return conditional + _column(w, x) * self.class_gradient(x, alpha, sigma)  # [N, d]
+        return conditional + _column(w, x) * self.class_gradient(x, alpha, sigma)  # [N, ...]
 
     def class_gradient(self, x: torch.Tensor, alpha: Level, sigma: Level) -> torch.Tensor:
-        """grad_x log p_t(c | x) by autograd; ``[N, d]``."""
+        """grad_x log p_t(c | x) by autograd; ``[N, ...]``."""
         with torch.enable_grad():
-            x_leaf = x.detach().requires_grad_(True)  # [N, d]
+            x_leaf = x.detach().requires_grad_(True)  # [N, ...]
             log_posterior = self.classifier.log_class_posterior(x_leaf, alpha, sigma)  # [N, C]
             if isinstance(self.c, torch.Tensor) and self.c.ndim > 0:
                 index = self.c.to(device=x.device, dtype=torch.int64)[:, None]  # [N, 1]
@@ -176,4 +177,4 @@ class ClassifierGuidance(_GuidanceRule):
             else:
                 selected = log_posterior[:, int(self.c)]  # [N]
             (gradient,) = torch.autograd.grad(selected.sum(), x_leaf)
-        return gradient  # [N, d]
+        return gradient  # [N, ...]

@@ -13,8 +13,11 @@ classes or guidance rules):
 - :func:`exact_reverse` (not in the registry, its signature differs: ``(mixture, c, schedule,
   x_init, ...)``): the exact reverse kernel of a Gaussian mixture.
 
-Per-step noise comes from ``generator`` in a fixed order, so the same seed couples runs at
-different guidance strengths; non-finite rows are counted in ``SampleResult.n_nonfinite``.
+:mod:`guidelab.samplers.registry` records the kind of schedule each sampler takes and, for
+samplers linear in the score, their per-step coefficients (:func:`sampler_schedule`,
+:func:`linear_coefficients`). Per-step noise comes from ``generator`` in a fixed order, so
+the same seed couples runs at different guidance strengths; non-finite rows are counted in
+``SampleResult.n_nonfinite``.
 """
 
 from .base import SampleResult, ScoreFn
@@ -22,26 +25,32 @@ from .ddim import ddim
 from .ddpm import ddpm_ancestral, ddpm_type
 from .exact import exact_reverse
 from .ode import ode_euler, ode_heun
+from .registry import (
+    SAMPLER_INFO,
+    SAMPLERS,
+    SamplerInfo,
+    linear_coefficients,
+    register_sampler,
+    sampler_info,
+    sampler_schedule,
+)
 from .sde import euler_maruyama
 
 __all__ = [
     "SAMPLERS",
+    "SAMPLER_INFO",
     "SampleResult",
+    "SamplerInfo",
     "ScoreFn",
     "ddim",
     "ddpm_ancestral",
     "ddpm_type",
     "euler_maruyama",
     "exact_reverse",
+    "linear_coefficients",
     "ode_euler",
     "ode_heun",
+    "register_sampler",
+    "sampler_info",
+    "sampler_schedule",
 ]
-
-SAMPLERS = {
-    "ddpm_type": ddpm_type,
-    "ddpm_ancestral": ddpm_ancestral,
-    "ddim": ddim,
-    "ode_euler": ode_euler,
-    "ode_heun": ode_heun,
-    "euler_maruyama": euler_maruyama,
-}

@@ -5,13 +5,17 @@ A sampler is a function
     sampler(score_fn, schedule, x_init, *, generator=None, return_trajectory=False,
             progress=False, **options) -> SampleResult
 
-of a guided score function ``score_fn(x [N, d], alpha, sigma) -> [N, d]`` (approximating
+of a guided score function ``score_fn(x [N, ...], alpha, sigma) -> [N, ...]`` (approximating
 grad_x log p_t at the level of the kernel X_t = alpha X_0 + sigma Z), a schedule, and the
-initial noise ``x_init`` ``[N, d]`` drawn by the caller. It knows nothing about classes or
-guidance rules (k-diffusion style). The per-step noise is drawn from ``generator`` (which must
-live on x_init's device) as one ``[N, d]`` standard normal draw per noisy step, in step order,
-and never depends on x: re-running with the same seed and a different guidance strength gives
-*coupled* samples, row i of both runs driven by the same noise.
+initial noise ``x_init`` drawn by the caller. Samples are ``[N, ...]``: points ``[N, d]`` or
+images ``[N, C, H, W]``; every coefficient is a scalar, so it broadcasts over the trailing
+shape, and row checks reduce over the flattened row. It knows nothing about classes or
+guidance rules (k-diffusion style). The per-step noise is drawn from ``generator`` (a
+``torch.Generator`` on x_init's device, or a :class:`~guidelab.noise.RowNoise` whose rows are
+x_init's rows) as one standard normal draw of x's shape per noisy step, in step order, and never
+depends on x: re-running with the same seed and a different guidance strength gives *coupled*
+samples, row i of both runs driven by the same noise. With a RowNoise the noise of row i is a
+function of (seed, class, row index) alone, whatever else shares the batch.
 
 **Non-finite guard.** After every step, rows with a NaN or an infinity are marked dead, set to
 0 for the rest of the run (so that score functions never see NaN, and a diverging row cannot
@@ -28,11 +32,14 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .. import noise as _noise
 from .._validation import check_finite
+from ..noise import RowNoise
 from ..schedules import DiscreteSchedule
 
 __all__ = ["SampleResult", "ScoreFn", "run_steps", "run_linear_steps", "check_x_init",
-           "standard_normal", "zero_nonfinite_rows", "DiscreteLevels", "discrete_levels"]
+           "standard_normal", "zero_nonfinite_rows", "finite_rows", "row_view",
+           "DiscreteLevels", "discrete_levels"]
 
 ScoreFn = Callable[[torch.Tensor, float, float], torch.Tensor]
 
@@ -42,8 +49,8 @@ class SampleResult:
     """The output of a sampler.
 
     Attributes:
-        samples: ``[N, d]`` final states; rows that became non-finite are NaN.
-        trajectory: ``[steps + 1, N, d]`` states from x_init to the samples when requested
+        samples: ``[N, ...]`` final states; rows that became non-finite are NaN.
+        trajectory: ``[steps + 1, N, ...]`` states from x_init to the samples when requested
             (dead rows NaN from the step they died), else None.
         n_nonfinite: number of rows that became non-finite during sampling.
     """
@@ -54,28 +61,49 @@ class SampleResult:
 
 
 def check_x_init(x_init: torch.Tensor) -> torch.Tensor:
-    """x_init must be a finite floating ``[N, d]`` tensor; ValueError naming ``x_init``."""
+    """x_init must be a finite floating ``[N, ...]`` tensor (at least 2-D); ValueError naming
+    ``x_init``."""
     if not isinstance(x_init, torch.Tensor) or not x_init.is_floating_point():
-        raise ValueError(f"x_init: expected a floating-point torch.Tensor of shape [N, d], got "
+        raise ValueError(f"x_init: expected a floating-point torch.Tensor of shape [N, ...], got "
                          f"{type(x_init).__name__}")
-    if x_init.ndim != 2:
-        raise ValueError(f"x_init: expected shape [N, d], got {tuple(x_init.shape)}")
+    if x_init.ndim < 2:
+        raise ValueError(f"x_init: expected shape [N, d] or [N, ...] (rows first), got "
+                         f"{tuple(x_init.shape)}")
     check_finite(x_init, "x_init")
     return x_init
 
 
-def standard_normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One standard normal draw with like's shape, dtype and device."""
-    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+def standard_normal(like: torch.Tensor, generator: RowNoise | torch.Generator | None
+                    ) -> torch.Tensor:
+    """One standard normal draw with like's shape, dtype and device.
+
+    ``generator`` is a torch generator (on like's device), a :class:`~guidelab.noise.RowNoise`
+    with one row per row of ``like``, or None (the global generator).
+    """
+    if isinstance(generator, RowNoise) and generator.n != like.shape[0]:
+        raise ValueError(f"generator: the RowNoise has {generator.n} rows, the samples "
+                         f"{like.shape[0]}")
+    return _noise.normal(like.shape, generator, like.device, like.dtype)
+
+
+def row_view(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """An ``[N]`` row mask or vector viewed as ``[N, 1, ..., 1]`` to broadcast over like's rows."""
+    return mask.view(-1, *([1] * (like.ndim - 1)))
+
+
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: the rows of ``x [N, ...]`` with no NaN or infinity."""
+    return torch.isfinite(x).flatten(1).all(dim=1)
 
 
 def zero_nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
-    """x with rows holding NaN or an infinity set to 0 (for intermediate evaluations); ``[N, d]``.
+    """x with rows holding NaN or an infinity set to 0 (for intermediate evaluations);
+    ``[N, ...]``.
 
     Used on a predictor before the score sees it (Heun): such a row's step is non-finite anyway
     and the guard of :func:`run_steps` records it.
     """
-    return x.masked_fill(~torch.isfinite(x).all(dim=1, keepdim=True), 0.0)
+    return x.masked_fill(row_view(~finite_rows(x), x), 0.0)
 
 
 def run_steps(step: Callable[[int, torch.Tensor], torch.Tensor], num_steps: int,
@@ -84,21 +112,22 @@ def run_steps(step: Callable[[int, torch.Tensor], torch.Tensor], num_steps: int,
     """Run ``x <- step(i, x)`` for i = 0..num_steps-1 under no_grad, with the non-finite guard.
 
     ``step`` must return a new tensor (never modify its input in place). Returns the
-    :class:`SampleResult` with ``[N, d]`` samples (dead rows NaN) and, on request, the
-    ``[num_steps + 1, N, d]`` trajectory.
+    :class:`SampleResult` with ``[N, ...]`` samples (dead rows NaN) and, on request, the
+    ``[num_steps + 1, N, ...]`` trajectory.
     """
     x = x_init
     dead = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # [N]
+    dead_rows = row_view(dead, x)  # [N, 1, ...], a view of dead
     trajectory = [x_init.clone()] if return_trajectory else None
     with torch.no_grad():
         for i in tqdm(range(num_steps), desc=desc, disable=not progress, leave=False):
-            x = step(i, x)  # [N, d]
-            dead |= ~torch.isfinite(x).all(dim=1)  # [N]
-            x = x.masked_fill_(dead[:, None], 0.0)  # [N, d]
+            x = step(i, x)  # [N, ...]
+            dead |= ~finite_rows(x)  # [N]
+            x = x.masked_fill_(dead_rows, 0.0)  # [N, ...]
             if trajectory is not None:
-                trajectory.append(x.masked_fill(dead[:, None], math.nan))
+                trajectory.append(x.masked_fill(dead_rows, math.nan))
     n_nonfinite = int(dead.sum())
-    samples = x.masked_fill(dead[:, None], math.nan) if n_nonfinite else x
+    samples = x.masked_fill(dead_rows, math.nan) if n_nonfinite else x
     stacked = torch.stack(trajectory) if trajectory is not None else None
     return SampleResult(samples, stacked, n_nonfinite)
 
@@ -110,15 +139,15 @@ def run_linear_steps(score_fn: ScoreFn, coefficients: list[tuple[float, ...]],
     """Steps of the form x <- coef_x x + coef_s s(x; alpha, sigma) + noise_scale Z.
 
     ``coefficients[i] = (alpha, sigma, coef_x, coef_s, noise_scale)`` for step i, as Python
-    floats; Z is one ``[N, d]`` standard normal draw from ``generator`` on every step with
+    floats; Z is one standard normal draw of x's shape from ``generator`` on every step with
     noise_scale != 0. DDPM-type, ancestral DDPM, DDIM and Euler–Maruyama are all of this form
     and differ only in their coefficients.
     """
 
     def step(i: int, x: torch.Tensor) -> torch.Tensor:
         alpha, sigma, coef_x, coef_s, noise_scale = coefficients[i]
-        score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, d]
-        out = torch.mul(x, coef_x).add_(score, alpha=coef_s)  # [N, d]
+        score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, ...]
+        out = torch.mul(x, coef_x).add_(score, alpha=coef_s)  # [N, ...]
         if noise_scale:
             out.add_(standard_normal(x, generator), alpha=noise_scale)
         return out

@@ -33,7 +33,7 @@ from .base import (
     run_linear_steps,
 )
 
-__all__ = ["ddim"]
+__all__ = ["ddim", "ddim_coefficients"]
 
 
 def ddim(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tensor, *,
@@ -59,6 +59,15 @@ def ddim(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tensor, *,
         :class:`SampleResult` with ``[N, d]`` samples at step 0.
     """
     x_init = check_x_init(x_init)
+    coefficients = ddim_coefficients(schedule, eta=eta, timesteps=timesteps)
+    return run_linear_steps(score_fn, coefficients, x_init, generator,
+                            return_trajectory=return_trajectory, progress=progress,
+                            desc=f"ddim(eta={float(eta):g})")
+
+
+def ddim_coefficients(schedule: DiscreteSchedule, *, eta: float = 0.0,
+                      timesteps=None) -> list[tuple[float, ...]]:
+    """Per visited step: (alpha_t, sigma_t, c_x, c_s, eta_s) of :func:`ddim`'s update."""
     eta = float(eta)
     if not (math.isfinite(eta) and eta >= 0):
         raise ValueError(f"eta: expected a finite eta >= 0, got {eta}")
@@ -78,7 +87,4 @@ def ddim(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tensor, *,
         coef_x = alpha_next / alpha
         coef_s = sigma * (alpha_next * sigma / alpha - direction)
         coefficients.append((alpha, sigma, coef_x, coef_s, math.sqrt(max(eta_var, 0.0))))
-
-    return run_linear_steps(score_fn, coefficients, x_init, generator,
-                            return_trajectory=return_trajectory, progress=progress,
-                            desc=f"ddim(eta={eta:g})")
+    return coefficients

@@ -36,7 +36,8 @@ from .base import (
     run_linear_steps,
 )
 
-__all__ = ["ddpm_type", "ddpm_ancestral"]
+__all__ = ["ddpm_type", "ddpm_ancestral", "ddpm_type_coefficients",
+           "ddpm_ancestral_coefficients"]
 
 
 def ddpm_type(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tensor, *,
@@ -59,13 +60,7 @@ def ddpm_type(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tenso
         :class:`SampleResult` with ``[N, d]`` samples Y_0.
     """
     x_init = check_x_init(x_init)
-    levels = discrete_levels(schedule)
-    T = schedule.num_steps
-    betas = schedule.betas.flip(0).tolist()  # beta_t for t = T..1
-    # (Y + beta s) / sqrt(a) = Y / sqrt(a) + (beta / sqrt(a)) s
-    coefficients = [(levels.alphas[i], levels.sigmas[i], 1.0 / math.sqrt(1 - betas[i]),
-                     betas[i] / math.sqrt(1 - betas[i]),
-                     math.sqrt(betas[i]) if i < T - 1 else 0.0) for i in range(T)]
+    coefficients = ddpm_type_coefficients(schedule)
     return run_linear_steps(score_fn, coefficients, x_init, generator,
                             return_trajectory=return_trajectory, progress=progress,
                             desc="ddpm_type")
@@ -89,6 +84,27 @@ def ddpm_ancestral(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.
         :class:`SampleResult` with ``[N, d]`` samples x_0.
     """
     x_init = check_x_init(x_init)
+    coefficients = ddpm_ancestral_coefficients(schedule)
+    return run_linear_steps(score_fn, coefficients, x_init, generator,
+                            return_trajectory=return_trajectory, progress=progress,
+                            desc="ddpm_ancestral")
+
+
+def ddpm_type_coefficients(schedule: DiscreteSchedule) -> list[tuple[float, ...]]:
+    """Per step t = T..1: (alpha_t, sigma_t, 1 / sqrt(a_t), beta_t / sqrt(a_t), sqrt(beta_t)),
+    the last noise scale 0; the step is x' = coef_x x + coef_s s(x) + noise_scale Z."""
+    levels = discrete_levels(schedule)
+    T = schedule.num_steps
+    betas = schedule.betas.flip(0).tolist()  # beta_t for t = T..1
+    # (Y + beta s) / sqrt(a) = Y / sqrt(a) + (beta / sqrt(a)) s
+    return [(levels.alphas[i], levels.sigmas[i], 1.0 / math.sqrt(1 - betas[i]),
+             betas[i] / math.sqrt(1 - betas[i]),
+             math.sqrt(betas[i]) if i < T - 1 else 0.0) for i in range(T)]
+
+
+def ddpm_ancestral_coefficients(schedule: DiscreteSchedule) -> list[tuple[float, ...]]:
+    """Per step t = T..1: (alpha_t, sigma_t, coef_x, coef_s, sqrt(beta_tilde_t)) of the
+    ancestral step (module docstring), x' = coef_x x + coef_s s(x) + noise_scale Z."""
     levels = discrete_levels(schedule)
     T = schedule.num_steps
     betas = schedule.betas.flip(0).tolist()  # beta_t for t = T..1
@@ -106,7 +122,4 @@ def ddpm_ancestral(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.
         coef_s = coef_x0 * sigma**2 / alpha
         noise_scale = math.sqrt(var_prev / var_t * beta_t)  # 0 at t = 1
         coefficients.append((alpha, sigma, coef_x, coef_s, noise_scale))
-
-    return run_linear_steps(score_fn, coefficients, x_init, generator,
-                            return_trajectory=return_trajectory, progress=progress,
-                            desc="ddpm_ancestral")
+    return coefficients

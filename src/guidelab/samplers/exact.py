@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import noise as _noise
 from ..distributions import GaussianMixture
 from ..schedules import DiscreteSchedule
 from .base import SampleResult, check_x_init, discrete_levels, run_steps, standard_normal
@@ -80,7 +81,9 @@ def exact_reverse(mixture: GaussianMixture, c, schedule: DiscreteSchedule, x_ini
             X_T = alpha_T X_0 + sigma_T x_init with X_0 ~ p(x|c) drawn from ``generator`` (an
             exact draw of p_T(x|c)); with ``init="given"`` X_T = x_init (exact only if
             abar_T = 0).
-        generator: source of X_0 (marginal start), the component choices and the Gaussian draws.
+        generator: source of X_0 (marginal start), the component choices and the Gaussian draws:
+            a ``torch.Generator`` or a :class:`~guidelab.noise.RowNoise` (then every row's draws
+            are a function of its (seed, class, row index)).
         return_trajectory, progress: as for every sampler.
 
     Returns:
@@ -119,8 +122,8 @@ def exact_reverse(mixture: GaussianMixture, c, schedule: DiscreteSchedule, x_ini
 
     def step(i: int, x: torch.Tensor) -> torch.Tensor:
         alpha_t, sigma_t, alpha_float, alpha_prev = steps[i]
-        uniform = torch.rand(n, mixture.num_components, generator=generator, device=device,
-                             dtype=torch.float64)  # [N, K]
+        uniform = _noise.uniform((n, mixture.num_components), generator, device,
+                                 torch.float64)  # [N, K]
         gumbel = -torch.log(-torch.log(uniform))  # float64 keeps its tail, [N, K]
         noise = standard_normal(x, generator)  # [N, d]
         components = torch.empty(n, dtype=torch.int64, device=device)  # [N]

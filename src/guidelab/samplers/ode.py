@@ -48,7 +48,7 @@ from .base import (
     zero_nonfinite_rows,
 )
 
-__all__ = ["ode_euler", "ode_heun", "ode_levels"]
+__all__ = ["ode_euler", "ode_heun", "ode_levels", "ode_euler_coefficients"]
 
 
 def ode_levels(schedule: DiscreteSchedule | VPContinuous, *, timesteps=None,
@@ -91,6 +91,20 @@ def continuous_grid(schedule: VPContinuous, num_steps: int | None, t_min: float,
     return schedule.grid(1000 if num_steps is None else num_steps, t_min, spacing)
 
 
+def ode_euler_coefficients(schedule: DiscreteSchedule | VPContinuous,
+                           **level_options) -> list[tuple[float, ...]]:
+    """Per step: (alpha_i, sigma_i, r_i, -sigma_i alpha_{i+1} h_i, 0), the Euler step
+    x' = r_i x + alpha_{i+1} h_i (-sigma_i s(x)) as a linear step with no noise;
+    ``level_options`` as for :func:`ode_levels`."""
+    alphas, sigmas = ode_levels(schedule, **level_options)
+    coefficients = []
+    for i in range(len(alphas) - 1):
+        ratio = alphas[i + 1] / alphas[i]
+        scaled_h = sigmas[i + 1] - ratio * sigmas[i]
+        coefficients.append((alphas[i], sigmas[i], ratio, -sigmas[i] * scaled_h, 0.0))
+    return coefficients
+
+
 def _solve(score_fn, schedule, x_init, heun, generator, return_trajectory, progress,
            **level_options) -> SampleResult:
     x_init = check_x_init(x_init)
@@ -106,7 +120,7 @@ def _solve(score_fn, schedule, x_init, heun, generator, return_trajectory, progr
 
     def step(i: int, x: torch.Tensor) -> torch.Tensor:
         alpha, sigma, alpha_next, sigma_next, ratio, scaled_h, correct = coefficients[i]
-        slope = score_fn(x, alpha, sigma).to(x.dtype).mul(-sigma)  # d = eps_hat, [N, d]
+        slope = score_fn(x, alpha, sigma).to(x.dtype).mul(-sigma)  # d = eps_hat, [N, ...]
         euler = torch.mul(x, ratio).add_(slope, alpha=scaled_h)  # [N, d]
         if not correct:
             return euler

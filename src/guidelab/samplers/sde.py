@@ -24,7 +24,7 @@ from ..schedules import VPContinuous
 from .base import SampleResult, ScoreFn, check_x_init, run_linear_steps
 from .ode import continuous_grid
 
-__all__ = ["euler_maruyama"]
+__all__ = ["euler_maruyama", "euler_maruyama_coefficients"]
 
 
 def euler_maruyama(score_fn: ScoreFn, schedule: VPContinuous, x_init: torch.Tensor, *,
@@ -49,6 +49,19 @@ def euler_maruyama(score_fn: ScoreFn, schedule: VPContinuous, x_init: torch.Tens
         :class:`SampleResult` with ``[N, d]`` samples at t_n.
     """
     x_init = check_x_init(x_init)
+    coefficients = euler_maruyama_coefficients(schedule, num_steps=num_steps, t_min=t_min,
+                                               spacing=spacing, grid=grid,
+                                               last_step_noise=last_step_noise)
+    return run_linear_steps(score_fn, coefficients, x_init, generator,
+                            return_trajectory=return_trajectory, progress=progress,
+                            desc="euler_maruyama")
+
+
+def euler_maruyama_coefficients(schedule: VPContinuous, *, num_steps: int | None = None,
+                                t_min: float = 1e-3, spacing: str = "uniform", grid=None,
+                                last_step_noise: bool = True) -> list[tuple[float, ...]]:
+    """Per step i: (alpha(t_i), sigma(t_i), 1 + h_i, 2 h_i, sqrt(2 h_i)) (the last noise scale 0
+    unless ``last_step_noise``); arguments as in :func:`euler_maruyama`."""
     if not isinstance(schedule, VPContinuous):
         raise ValueError(f"schedule: expected a VPContinuous, got {type(schedule).__name__}")
     times = continuous_grid(schedule, num_steps, t_min, spacing, grid)  # [n + 1]
@@ -61,7 +74,4 @@ def euler_maruyama(score_fn: ScoreFn, schedule: VPContinuous, x_init: torch.Tens
         noisy = last_step_noise or i < n - 1
         coefficients.append((alphas[i], sigmas[i], 1.0 + h, 2.0 * h,
                              math.sqrt(2.0 * h) if noisy else 0.0))
-
-    return run_linear_steps(score_fn, coefficients, x_init, generator,
-                            return_trajectory=return_trajectory, progress=progress,
-                            desc="euler_maruyama")
+    return coefficients
