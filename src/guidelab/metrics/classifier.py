@@ -49,6 +49,12 @@ share is <= ``top_share_warn`` and q_mean is finite.
 Rows of ``log_posterior`` with any non-finite entry (NaN, +-inf: a sampler that diverged, a
 posterior that failed) are counted in ``n_nonfinite`` and excluded from every statistic, never
 averaged; a warning says how many. Warnings are returned as strings, never printed.
+
+**Streaming.** The summary needs only counts, two moments, the largest terms and the quantiles,
+which :class:`guidelab.metrics.record.ClassProbabilityRecord` holds in bounded size and merges
+across chunks of rows. :func:`summarize_class_probability` is the summary of the record of the
+whole array (every term kept, so k-hat and top share are exact) with exact sample quantiles;
+``ClassProbabilityRecord.summary`` applies the same rule to a merged record.
 """
 
 from __future__ import annotations
@@ -58,16 +64,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
-from scipy.stats import norm
-
-from guidelab.metrics.tails import (
-    KHAT_METHOD,
-    KHAT_MIN_TERMS,
-    khat_threshold,
-    pareto_khat,
-    top_share,
-)
 
 __all__ = [
     "P_QUANTILE_LEVELS",
@@ -151,20 +147,43 @@ class ClassProbabilitySummary:
         return {key: row[key] for key in order}
 
 
-def _check_log_posterior(value, name: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
-    """``value`` as a float64 CPU tensor of shape [N, C] (equal to ``shape`` if given)."""
+def _check_log_posterior(value, name: str, shape: tuple[int, int] | None = None, *,
+                         allow_empty: bool = False, keep_device: bool = False) -> torch.Tensor:
+    """``value`` as a float64 tensor of shape [N, C] (equal to ``shape`` if given), on the CPU
+    (or, with ``keep_device``, on its CUDA device); N = 0 only with ``allow_empty``."""
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor of shape [N, C], "
                          f"got {type(value).__name__}")
     if not value.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {value.dtype}")
-    if value.ndim != 2 or value.shape[0] < 1 or value.shape[1] < 1:
-        raise ValueError(f"{name}: expected shape [N, C] with N, C >= 1, "
+    min_rows = 0 if allow_empty else 1
+    if value.ndim != 2 or value.shape[0] < min_rows or value.shape[1] < 1:
+        raise ValueError(f"{name}: expected shape [N, C] with N >= {min_rows}, C >= 1, "
                          f"got {tuple(value.shape)}")
     if shape is not None and tuple(value.shape) != shape:
         raise ValueError(f"{name}: expected shape {list(shape)} (that of log_posterior, rows "
                          f"paired), got {tuple(value.shape)}")
-    return value.detach().to(device="cpu", dtype=torch.float64)
+    device = value.device if keep_device and value.device.type == "cuda" else "cpu"
+    return value.detach().to(device=device, dtype=torch.float64)
+
+
+def _check_class(c, n_classes: int) -> int:
+    """``c`` as an int class index in [0, n_classes)."""
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+        raise ValueError(f"c: expected an int class index, got {type(c).__name__}")
+    if not 0 <= c < n_classes:
+        raise ValueError(f"c: expected 0 <= c < {n_classes} (the number of classes), got {c}")
+    return int(c)
+
+
+def _check_inv_prior(inv_prior) -> float | None:
+    """``inv_prior`` (1/p(c)) as a finite float > 0, or None."""
+    if inv_prior is None:
+        return None
+    if isinstance(inv_prior, bool) or not isinstance(inv_prior, (int, float, np.floating)) \
+            or not (math.isfinite(inv_prior) and inv_prior > 0):
+        raise ValueError(f"inv_prior: expected a finite number > 0 (1/p(c)), got {inv_prior!r}")
+    return float(inv_prior)
 
 
 def _check_fraction(value, name: str, *, closed_right: bool) -> float:
@@ -225,137 +244,15 @@ def summarize_class_probability(
         >>> summary.q_low <= summary.q_mean <= summary.q_high
         True
     """
+    # The record module builds on this one (the summary dataclass, the checks), so it is
+    # imported here rather than at the top.
+    from guidelab.metrics.record import ClassProbabilityRecord
+
     log_p = _check_log_posterior(log_posterior, "log_posterior")  # [N, C]
-    n_rows, n_classes = log_p.shape
-    if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
-        raise ValueError(f"c: expected an int class index, got {type(c).__name__}")
-    if not 0 <= c < n_classes:
-        raise ValueError(f"c: expected 0 <= c < {n_classes} (the number of classes), got {c}")
-    c = int(c)
-    baseline = None
-    if baseline_log_posterior is not None:
-        baseline = _check_log_posterior(baseline_log_posterior, "baseline_log_posterior",
-                                        shape=(n_rows, n_classes))  # [N, C]
-    if inv_prior is not None:
-        if isinstance(inv_prior, bool) or not isinstance(inv_prior, (int, float, np.floating)) \
-                or not (math.isfinite(inv_prior) and inv_prior > 0):
-            raise ValueError(f"inv_prior: expected a finite number > 0 (1/p(c)), "
-                             f"got {inv_prior!r}")
-        inv_prior = float(inv_prior)
-    level = _check_fraction(level, "level", closed_right=False)
-    top_fraction = _check_fraction(top_fraction, "top_fraction", closed_right=True)
-    top_share_warn = _check_fraction(top_share_warn, "top_share_warn", closed_right=True)
-
-    warnings: list[str] = []
-    finite = torch.isfinite(log_p).all(dim=1)  # [N]
-    n_nonfinite = int((~finite).sum())
-    if n_nonfinite:
-        warnings.append(f"{n_nonfinite} of {n_rows} rows of log_posterior hold NaN or "
-                        "infinite entries; they are excluded from every statistic")
-    rows = log_p[finite].numpy()  # [n, C]
-    n = rows.shape[0]
-
-    if n:
-        row_norm = np.abs(logsumexp(rows, axis=1))  # [n]
-        if row_norm.max() > _NORMALISATION_TOLERANCE:
-            warnings.append(
-                f"log_posterior rows do not normalise: |logsumexp over classes| up to "
-                f"{row_norm.max():.3g} (> {_NORMALISATION_TOLERANCE:g}); pass log-probabilities, "
-                "not logits")
-
-    # Paired comparison with the baseline run (coupled noise).
-    frac_p_decreased = None
-    if baseline is not None:
-        both = finite & torch.isfinite(baseline).all(dim=1)  # [N]
-        n_pairs = int(both.sum())
-        if n_pairs == 0:
-            frac_p_decreased = math.nan
-            warnings.append("no row is finite in both log_posterior and baseline_log_posterior;"
-                            " frac_p_decreased is NaN")
-        else:
-            decreased = log_p[both, c] < baseline[both, c]  # [n_pairs]
-            frac_p_decreased = float(decreased.double().mean())
-            if n_pairs < n:
-                warnings.append(f"frac_p_decreased uses the {n_pairs} rows finite in both runs "
-                                f"(of {n} finite in log_posterior)")
-
-    nan = math.nan
-    if n < 2:
-        warnings.append(f"only {n} finite sample(s): no standard error or interval")
-        p_values = np.exp(rows[:, c])  # [n]
-        return ClassProbabilitySummary(
-            n=n, n_nonfinite=n_nonfinite,
-            q_mean=float(np.exp(-rows[0, c])) if n else nan, q_se=nan, q_low=nan, q_high=nan,
-            interval_method=METHOD_EMPTY, level=level, q_top_share=1.0 if n else nan,
-            pareto_khat=nan, khat_threshold=nan, q_reliable=False,
-            p_mean=float(p_values.mean()) if n else nan, p_se=nan,
-            p_quantiles=tuple((q, float(p_values[0]) if n else nan) for q in P_QUANTILE_LEVELS),
-            accuracy=float(np.argmax(rows[0]) == c) if n else nan,
-            frac_p_decreased=frac_p_decreased, inv_prior=inv_prior, khat_method=KHAT_METHOD,
-            warnings=tuple(warnings))
-
-    # Q = E[1/p(c|Y)] through l_i = -log p(c|Y_i), scaled by exp(max l) so nothing overflows.
-    log_terms = -rows[:, c]  # [n] l_i
-    log_scale = float(log_terms.max())  # m
-    scaled = np.exp(log_terms - log_scale)  # [n] q_i / exp(m), in (0, 1]
-    scaled_mean = float(scaled.mean())
-    scaled_se = float(scaled.std(ddof=1)) / math.sqrt(n)
-    log_q_mean = float(logsumexp(log_terms)) - math.log(n)
-    q_mean = _scaled_exp(log_scale, scaled_mean)
-    q_se = _scaled_exp(log_scale, scaled_se)
-    if not math.isfinite(q_mean):
-        warnings.append(f"the mean of 1/p(c|Y) overflows float64: its log is {log_q_mean:.6g} "
-                        f"(largest term exp({log_scale:.6g})); q_mean is +inf")
-
-    z = float(norm.ppf(0.5 + level / 2))
-    # Every term is >= 1 (p <= 1), so Q >= 1: a lower end below 1 says nothing and is clipped.
-    q_low = max(_scaled_exp(log_scale, scaled_mean - z * scaled_se), 1.0)
-    q_share = top_share(scaled, top_fraction)
-    # The fit sees only the largest terms: scale them to at most exp(700) rather than 1 so that
-    # none of them underflows unless the terms span more than exp(1400).
-    khat = pareto_khat(np.exp(log_terms - log_scale + 700.0))  # [n] terms
-    threshold = khat_threshold(n)
-
-    if not math.isfinite(q_mean):
-        method, q_high = METHOD_OVERFLOW, math.inf
-    elif math.isnan(khat):
-        method, q_high = METHOD_NO_KHAT, math.inf
-        reason = (f"n = {n} < {KHAT_MIN_TERMS} finite samples" if n < KHAT_MIN_TERMS
-                  else "the tail fit failed")
-        warnings.append(f"Pareto k-hat not computable ({reason}): the plain mean of 1/p(c|Y) "
-                        "cannot be checked; interval is [mean - z se, inf)")
-    elif khat > threshold:
-        method, q_high = METHOD_HEAVY, math.inf
-        warnings.append(
-            f"1/p(c|Y) is heavy-tailed: Pareto k-hat = {khat:.3g} > threshold "
-            f"{threshold:.3g} (n = {n}); the plain mean is unreliable and likely biased low; "
-            "interval is [mean - z se, inf)")
-    elif khat < 0.5:
-        method, q_high = METHOD_NORMAL, _scaled_exp(log_scale, scaled_mean + z * scaled_se)
-    else:
-        method, q_high = METHOD_SLOW, _scaled_exp(log_scale, scaled_mean + z * scaled_se)
-        warnings.append(
-            f"1/p(c|Y) may have infinite variance: Pareto k-hat = {khat:.3g} in "
-            f"[0.5, {threshold:.3g}]; the mean converges slowly and the normal interval may "
-            "be too narrow")
-    if q_share > top_share_warn:
-        m = max(1, math.ceil(round(top_fraction * n, 9)))
-        warnings.append(f"the largest {m} of {n} terms 1/p(c|Y) ({top_fraction:.3g} of them) "
-                        f"hold {q_share:.3g} of the sum (> {top_share_warn:g})")
-    reliable = bool(khat <= threshold and q_share <= top_share_warn and math.isfinite(q_mean))
-
-    # p(c|Y): mean, standard error, quantiles; accuracy.
-    p_values = np.exp(rows[:, c])  # [n]
-    p_quantiles = np.quantile(p_values, P_QUANTILE_LEVELS)  # [5]
-    accuracy = float((np.argmax(rows, axis=1) == c).mean())
-
-    return ClassProbabilitySummary(
-        n=n, n_nonfinite=n_nonfinite,
-        q_mean=q_mean, q_se=q_se, q_low=q_low, q_high=q_high, interval_method=method,
-        level=level, q_top_share=q_share, pareto_khat=khat, khat_threshold=threshold,
-        q_reliable=reliable,
-        p_mean=float(p_values.mean()), p_se=float(p_values.std(ddof=1)) / math.sqrt(n),
-        p_quantiles=tuple(
-            (q, float(v)) for q, v in zip(P_QUANTILE_LEVELS, p_quantiles, strict=True)),
-        accuracy=accuracy, frac_p_decreased=frac_p_decreased, inv_prior=inv_prior,
-        khat_method=KHAT_METHOD, warnings=tuple(warnings))
+    record = ClassProbabilityRecord.from_log_posterior(
+        log_p, c, baseline_log_posterior=baseline_log_posterior, keep_top=None)
+    p_values = np.exp(log_p[torch.isfinite(log_p).all(dim=1), record.c].numpy())  # [n]
+    p_quantiles = (np.quantile(p_values, P_QUANTILE_LEVELS) if p_values.shape[0]
+                   else [math.nan] * len(P_QUANTILE_LEVELS))  # [5]
+    return record._summary(inv_prior=inv_prior, level=level, top_fraction=top_fraction,
+                           top_share_warn=top_share_warn, p_quantiles=tuple(p_quantiles))

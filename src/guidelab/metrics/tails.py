@@ -13,7 +13,10 @@ converges, slowly), k >= 1 no mean at all. Pareto-smoothed importance sampling (
 Simpson, Gelman, Yao & Gabry, "Pareto Smoothed Importance Sampling", JMLR 2024) fits the GPD to
 the M = floor(3 sqrt(n)) largest of n terms (M = floor(n / 5) when n <= 225) with the
 Zhang-Stephens empirical-Bayes estimator, shrunk by a weak prior towards 0.5 with weight 10/(M+10),
-and reports the shape as k-hat. Their sample-size-dependent threshold
+and reports the shape as k-hat. The fit sees only n (through M) and the M + 1 largest terms (the
+M excesses over the next largest one), so :func:`pareto_khat_of_largest` gives the same k-hat
+from those terms alone: streamed samples need to keep only their largest terms. Their
+sample-size-dependent threshold
 
     k_threshold(n) = min(1 - 1 / log10(n), 0.7)
 
@@ -40,6 +43,8 @@ __all__ = [
     "KHAT_METHOD",
     "KHAT_MIN_TERMS",
     "pareto_khat",
+    "pareto_khat_of_largest",
+    "psis_tail_size",
     "khat_threshold",
     "top_share",
 ]
@@ -78,9 +83,18 @@ def _terms_as_numpy(terms, name: str = "terms") -> np.ndarray:
     return array
 
 
-def _tail_size(n: int) -> int:
-    """Number of tail terms the arviz-stats fit uses at r_eff = 1 (Vehtari et al. 2024)."""
-    return int(math.floor(3 * math.sqrt(n))) if n > 225 else n // 5
+def psis_tail_size(n: int) -> int:
+    """M, the number of largest terms the PSIS fit uses for n terms (arviz-stats, r_eff = 1).
+
+    M = floor(3 sqrt(n)) for n > 225, floor(n / 5) otherwise (Vehtari et al. 2024). The fit also
+    reads the next largest term, so it depends on the M + 1 largest terms and on n only.
+
+    Args:
+        n: the number of terms, an int >= 0.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n: expected an int >= 0, got {n!r}")
+    return int(math.floor(3 * math.sqrt(n))) if n > 225 else int(n) // 5
 
 
 def _khat_arviz_stats(terms: np.ndarray) -> float:
@@ -155,7 +169,7 @@ def pareto_khat(terms: np.ndarray | torch.Tensor) -> float:
     # to [2^899, 2^900), exactly, so that neither tiny nor huge inputs lose their tail to
     # underflow, and sums of up to 2^120 terms stay finite.
     x = np.ldexp(x, 900 - int(np.frexp(largest)[1]))  # [n]
-    tail = np.partition(x, n - _tail_size(n))[n - _tail_size(n):]  # [M]
+    tail = np.partition(x, n - psis_tail_size(n))[n - psis_tail_size(n):]  # [M]
     if tail.max() - tail.min() < np.finfo(float).tiny:
         return -math.inf
     # An overflow or invalid operation inside the fit (tail terms spanning more than the float64
@@ -163,6 +177,99 @@ def pareto_khat(terms: np.ndarray | torch.Tensor) -> float:
     with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
         try:
             khat = backend(x)
+        except (ValueError, FloatingPointError, ZeroDivisionError):
+            return math.nan
+    return khat
+
+
+def _gpd_shape_arviz_stats(excesses: np.ndarray) -> float:
+    """Shape of the arviz-stats GPD fit (the one its pareto_khat makes) to sorted excesses."""
+    from arviz_stats.base import array_stats
+
+    return float(array_stats._gpdfit(excesses)[0])
+
+
+def _gpd_shape_backend():
+    """The GPD fit that pareto_khat's arviz-stats backend applies to the tail excesses."""
+    try:
+        import arviz_stats.base  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "pareto_khat_of_largest: fitting the largest terms of a longer sample needs "
+            "arviz-stats (Python >= 3.11: pip install arviz-stats); ArviZ's psislw, the Python "
+            "3.10 fallback, takes whole samples only") from error
+    return _gpd_shape_arviz_stats
+
+
+def pareto_khat_of_largest(largest: np.ndarray | torch.Tensor, n: int, *,
+                           tail_size: int | None = None) -> float:
+    r"""Pareto k-hat of n non-negative terms, given only their largest ones.
+
+    The PSIS fit of :func:`pareto_khat` reads n only through M = :func:`psis_tail_size` (n) and
+    the data only through the M + 1 largest terms: it fits GPD(k, sigma) to the M excesses
+    x_(i) - x_(M+1), i <= M, of the largest terms over the next largest one. So from the
+    M + 1 largest of n terms (in any order) this returns exactly the k-hat that
+    :func:`pareto_khat` returns for all n terms: a stream of samples need only keep its largest
+    terms. When ``largest`` holds all n terms it *is* :func:`pareto_khat`.
+
+    With ``tail_size`` = M' given, the same fit uses the M' largest terms instead (and the next
+    one as cutoff): a smaller tail than PSIS's, for when fewer than M + 1 terms were kept.
+
+    Args:
+        largest: at least min(n, M + 1) of the largest terms x_i >= 0, shape (m,), m <= n, a
+            numpy array or a torch tensor (scale free, as for :func:`pareto_khat`).
+        n: the total number of terms, an int >= m.
+        tail_size: optional M', an int with 1 <= M' < n; ``largest`` must then hold at least
+            M' + 1 terms.
+
+    Returns:
+        k-hat as :func:`pareto_khat` returns it (``inf``, NaN for n < 25 or M' < 5 or a failed
+        fit, ``-inf`` for a flat tail).
+
+    Raises:
+        ValueError: if ``largest`` holds fewer terms than the fit needs.
+        ImportError: if arviz-stats is missing and ``largest`` does not hold all n terms.
+
+    Example:
+        >>> x = np.random.default_rng(0).pareto(1.5, size=10_000) + 1.0
+        >>> top = np.sort(x)[-psis_tail_size(x.size) - 1:]  # the M + 1 = 301 largest
+        >>> pareto_khat_of_largest(top, x.size) == pareto_khat(x)
+        True
+    """
+    x = _terms_as_numpy(largest, "largest")  # [m]
+    m = x.shape[0]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < max(m, 1):
+        raise ValueError(f"n: expected an int >= the number of terms given ({m}), got {n!r}")
+    n = int(n)
+    if tail_size is None:
+        if m == n:
+            return pareto_khat(x)
+        tail = psis_tail_size(n)
+    else:
+        if isinstance(tail_size, bool) or not isinstance(tail_size, (int, np.integer)) \
+                or not 1 <= tail_size < n:
+            raise ValueError(f"tail_size: expected an int in [1, {n - 1}], got {tail_size!r}")
+        tail = int(tail_size)
+    if m < tail + 1:
+        raise ValueError(f"largest: the fit needs the {tail + 1} largest of n = {n} terms (a tail "
+                         f"of {tail} and the cutoff below it), got {m}")
+    if np.isposinf(x).any():
+        return math.inf
+    if n < KHAT_MIN_TERMS or tail < 5:
+        return math.nan
+    fit = _gpd_shape_backend()
+    top_value = x.max()
+    if top_value <= 0:
+        return -math.inf
+    # The same exact power-of-two rescaling as pareto_khat, so both fits see identical numbers.
+    x = np.ldexp(x, 900 - int(np.frexp(top_value)[1]))  # [m]
+    top = np.sort(np.partition(x, m - tail - 1)[m - tail - 1:])  # [M + 1] ascending
+    cutoff, excess_of = top[0], top[1:]  # the (M + 1)-th largest; the M largest
+    if excess_of.max() - excess_of.min() < np.finfo(float).tiny:
+        return -math.inf
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        try:
+            khat = fit(excess_of - cutoff)  # [M] excesses, ascending
         except (ValueError, FloatingPointError, ZeroDivisionError):
             return math.nan
     return khat
