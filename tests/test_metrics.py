@@ -193,8 +193,8 @@ def test_bounded_terms_moments_and_quantiles_against_exact_values():
 
 def test_gaussian_two_class_identity_reproduces_inverse_prior():
     # Classes N(-1, 1) and N(1, 1), p(c) = 1/2, exact draws from class 0: 1/p(0|x) = 1 + e^(2x)
-    # and E[1/p(0|X)] = 1/p(0) = 2 (DESIGN.md identity). Var = e^4 - 1 is finite, so the mean is
-    # within 4 exact standard errors of 2.
+    # and E[1/p(0|X)] = 1/p(0) = 2 (the identity of docs/maths.md). Var = e^4 - 1 is finite, so
+    # the mean is within 4 exact standard errors of 2.
     n = 100_000
     x = np.random.default_rng(7).normal(-1.0, 1.0, size=n)  # [n]
     log_joint = np.stack([stats.norm.logpdf(x, -1, 1), stats.norm.logpdf(x, 1, 1)], 1)  # [n, 2]
@@ -228,9 +228,10 @@ def test_slow_convergence_branch_on_quantile_grid():
 
 
 def test_heavy_tailed_terms_give_one_sided_interval():
-    # DESIGN.md section 1: c0 = N(-1, 0.5^2), c1 = {N(1, 0.3^2), N(3, 0.3^2)}, p(c) = 1/2; exact
-    # draws from c0 have E[1/p(c0|X)] = 2 exactly, but the terms are so heavy-tailed that
-    # sample means of 200000 terms fell between 1.35 and 1.68 (second moment ~3e16).
+    # heavy-tailed example of docs/maths.md: c0 = N(-1, 0.5^2), c1 = {N(1, 0.3^2), N(3, 0.3^2)},
+    # p(c) = 1/2; exact draws from c0 have E[1/p(c0|X)] = 2 exactly, but the terms are so
+    # heavy-tailed that sample means of 200000 terms fell between 1.35 and 1.68 (second
+    # moment ~3e16).
     n = 200_000
     x = np.random.default_rng(11).normal(-1.0, 0.5, size=n)  # [n]
     log_c0 = stats.norm.logpdf(x, -1, 0.5)  # [n]

@@ -258,7 +258,7 @@ def test_ode_euler_is_ddim_with_eta_zero():
 
 
 def two_class_mixture():
-    """DESIGN.md section 1: classes N(-1, 1) and N(1, 1), p(c) = 1/2."""
+    """The decrease-formula example of docs/maths.md: classes N(-1, 1) and N(1, 1), p(c) = 1/2."""
     return GaussianMixture([[-1.0], [1.0]], [1.0, 1.0], [0.5, 0.5], [0, 1])
 
 
@@ -402,7 +402,8 @@ def test_exact_kernel_matches_gaussian_conditioning():
 
 
 def heavy_tail_mixture():
-    """DESIGN.md section 1: c0 = N(-1, 0.5^2), c1 = {N(1, 0.3^2), N(3, 0.3^2)}, p(c) = 1/2."""
+    """Heavy-tailed example of docs/maths.md: c0 = N(-1, 0.5^2), c1 = {N(1, 0.3^2), N(3, 0.3^2)},
+    p(c) = 1/2."""
     return GaussianMixture([[-1.0], [1.0], [3.0]], [0.25, 0.09, 0.09], [0.5, 0.25, 0.25],
                            [0, 1, 1])
 

@@ -1,6 +1,6 @@
 """guidelab: exact measurements of what guidance does to diffusion samples.
 
-Conventions (DESIGN.md section 2): the perturbation kernel is X_t = alpha_t X_0 + sigma_t Z,
+Conventions (docs/conventions.md): the perturbation kernel is X_t = alpha_t X_0 + sigma_t Z,
 variance preserving; the guided score is s^w(x|c) = s(x|c) + w (s(x|c) - s(x)), so w = 0 is
 unguided conditional sampling and the common "CFG scale" is 1 + w.
 """

@@ -1,6 +1,6 @@
 """Guidance: turn a score model into one guided score function of (x, alpha, sigma).
 
-Convention (DESIGN.md section 2): s^w(x|c) = s(x|c) + w (s(x|c) - s(x)); w = 0 is unguided,
+Convention (docs/conventions.md): s^w(x|c) = s(x|c) + w (s(x|c) - s(x)); w = 0 is unguided,
 the "CFG scale" is 1 + w and is accepted only as ``cfg_scale``.
 
 - :mod:`guidelab.guidance.strength`: strength schedules w(alpha, sigma): :func:`constant`,

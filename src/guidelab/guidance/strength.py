@@ -1,6 +1,6 @@
 r"""Guidance strength as a function of the noise level.
 
-Convention (DESIGN.md section 2): the guided score is
+Convention (docs/conventions.md): the guided score is
 
     s^w(x | c) = s(x | c) + w (s(x | c) - s(x)) = s(x | c) + w grad_x log p_t(c | x),
 

@@ -19,10 +19,10 @@ so no term is exponentiated on its own: q_mean is exact whenever it is represent
 +inf (with a warning giving its logarithm) only when the mean itself exceeds float64.
 
 **Why the interval needs a rule.** The q_i are importance weights, q = p(x) / (p(c) p(x|c)),
-and are heavy-tailed when classes are well separated (DESIGN.md section 1: exact draws with true
-Q = 2 gave means 1.35-1.68, standard errors 0.07-0.17). A mean +- z se interval then excludes the
-truth with near certainty, because (i) the standard error is itself estimated from the few
-largest terms and is too small, and (ii) the sample mean of positive heavy-tailed terms is
+and are heavy-tailed when classes are well separated (docs/maths.md, "Heavy tails": exact draws
+with true Q = 2 gave means 1.35-1.68, standard errors 0.07-0.17). A mean +- z se interval then
+excludes the truth with near certainty, because (i) the standard error is itself estimated from
+the few largest terms and is too small, and (ii) the sample mean of positive heavy-tailed terms is
 skewed: most runs miss the rare huge terms and fall *below* Q. The tail is diagnosed with the
 Pareto k-hat of PSIS (Vehtari et al. 2024, see :mod:`guidelab.metrics.tails`) and with the share
 of the sum held by the largest 0.1% of terms. With z = Phi^{-1}((1 + level) / 2) and the

@@ -2,7 +2,7 @@ r"""Diagnostics for the right tail of positive terms whose mean is wanted.
 
 The terms of Q = E[1/p(c|Y)] are importance weights, 1/p(c|x) = p(x) / (p(c) p(x|c)), and
 like all importance weights they can be heavy-tailed: a plain sample mean then converges slowly
-or not at all, and its normal interval can sit far below the truth (DESIGN.md section 1).
+or not at all, and its normal interval can sit far below the truth (docs/maths.md, "Heavy tails").
 
 **Pareto k-hat.** Pickands-Balkema-de Haan: above a high threshold u, the excesses X - u of
 almost any distribution are close to a generalized Pareto distribution

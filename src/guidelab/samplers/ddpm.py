@@ -1,10 +1,10 @@
 r"""DDPM samplers on a discrete schedule: Li & Jiao's DDPM-type update and ancestral DDPM.
 
-Discrete schedule (DESIGN.md section 2): alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t),
+Discrete schedule (docs/conventions.md): alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t),
 a_t = abar_t / abar_{t-1} = 1 - beta_t, steps t = T..1, s_t(x) the (guided) score at
 (alpha_t, sigma_t).
 
-**DDPM-type** (Li & Jiao 2025, as reconstructed in DESIGN.md):
+**DDPM-type** (Li & Jiao 2025, as reconstructed in docs/maths.md):
 
     Y_{t-1} = (Y_t + (1 - a_t) s_t(Y_t)) / sqrt(a_t) + sqrt(1 - a_t) Z_t,    no noise at t = 1.
 

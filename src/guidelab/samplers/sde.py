@@ -1,7 +1,8 @@
 r"""Euler–Maruyama for the reverse SDE of the continuous variance-preserving process.
 
-Forward (DESIGN.md section 1): dX = -X dt + sqrt(2) dB, with kernel alpha(t) = exp(-t),
-sigma(t) = sqrt(1 - exp(-2t)). Its time reversal, run from t = T down to t_min, is
+Forward (docs/conventions.md, continuous time): dX = -X dt + sqrt(2) dB, with kernel
+alpha(t) = exp(-t), sigma(t) = sqrt(1 - exp(-2t)). Its time reversal, run from t = T down to
+t_min, is
 
     dY = (Y + 2 s(Y, t)) dt + sqrt(2) dB        (dt > 0 meaning backwards in forward time),
 
