@@ -119,7 +119,8 @@ figcaption { font-size: 0.88em; color: #44505c; margin-top: 0.35em; max-width: 7
 .notes { background: #fff8e5; border-left: 4px solid #e0a800; padding: 0.5em 1em;
          font-size: 0.9em; }
 .warnings { background: #fdecea; border-left: 4px solid #d93025; padding: 0.5em 1em;
-            font-size: 0.9em; }
+            font-size: 0.9em; margin: 0.8em 0; }
+.warnings summary { cursor: pointer; }
 .legend { font-size: 0.86em; color: #44505c; }
 pre { background: #f3f5f7; border: 1px solid #dde3e8; padding: 0.8em; overflow-x: auto;
       font-size: 0.85em; }
@@ -750,8 +751,11 @@ def _warnings(study: _Study) -> str:
     if not lines:
         return ""
     shown = lines[:60] + ([f"... and {len(lines) - 60} more"] if len(lines) > 60 else [])
-    return ('<div class="warnings"><strong>Warnings from the measurements</strong><ul>'
-            + "".join(f"<li>{_e(line)}</li>" for line in shown) + "</ul></div>")
+    opened = " open" if len(lines) <= 4 else ""
+    return (f'<details class="warnings"{opened}><summary><strong>{len(lines)} warning'
+            f'{"s" if len(lines) > 1 else ""} from the measurements</strong> (tail diagnosis, '
+            f"non-finite samples)</summary><ul>"
+            + "".join(f"<li>{_e(line)}</li>" for line in shown) + "</ul></details>")
 
 
 def _series_section(study: _Study, series: _Series, index: int, extras: list[str],
