@@ -451,9 +451,9 @@ def _scatter_figure(samples: dict[str, list], index: np.ndarray, classes: list[i
                     top = np.max(log_p[np.isfinite(log_p)])
                     z = np.where(np.isfinite(log_p), np.maximum(log_p, top - 12.0),
                                  top - 12.0).reshape(gx.shape)  # [G, G]
-                    ax.contourf(gx, gy, z, levels=12, cmap="Greys", alpha=0.55)
+                    ax.contourf(gx, gy, z, levels=12, cmap="Greys", alpha=0.4)
                     ax.contour(gx, gy, z, levels=12, colors="0.45", linewidths=0.4)
-                ax.scatter(x[:, 0], x[:, 1], s=4, alpha=0.6, color=color, linewidths=0)
+                ax.scatter(x[:, 0], x[:, 1], s=7, alpha=0.75, color=color, linewidths=0)
                 ax.set_ylim(lo[1], hi[1])
             else:
                 if len(x):
