@@ -5,7 +5,9 @@ replaces the whole file atomically: the new content goes to a temporary file in 
 folder, is flushed to disk, and is renamed over the old one (``os.replace`` is atomic on POSIX
 and Windows). A reader, or a run killed at any moment, sees either the previous complete table
 or the new complete table, never a half-written row: an interruption loses at most the unit in
-flight.
+flight. The file gets the permissions the user's umask gives to new files (``0o666 & ~umask``;
+the temporary file is created 0600), and the folder is fsynced after the rename so that the
+new name survives a crash.
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from pathlib import Path
 __all__ = ["atomic_write_bytes", "write_csv"]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename),
+    with mode ``0o666 & ~umask``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -29,12 +38,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.chmod(tmp, 0o666 & ~_umask())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # e.g. Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str]) -> None:

@@ -1,0 +1,157 @@
+r"""Backends: where a study's units run. They differ only in that; results are the same bits.
+
+* :class:`LocalBackend` (default): the units one after the other in this process, in the fixed
+  order of :func:`~guidelab.experiments.units.expand_units`.
+* :class:`RayBackend`: each unit a Ray task (``pip install 'guidelab[ray]'``; Ray is imported
+  only when this backend is used). With ``address`` it connects to an existing cluster (every
+  worker needs guidelab installed); otherwise it starts a local Ray instance with a few CPUs and
+  stops it afterwards. The driver writes each unit's file as soon as the unit's result arrives,
+  so a worker that dies loses only its own unit (Ray retries it; a unit that still fails is
+  reported and left for the next run).
+
+A unit is a pure function of (resolved spec, unit key) and its noise is row-keyed, so neither the
+backend, nor the order in which units finish, nor the number of workers changes a bit of the
+results (on the same kind of device and dtype).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .spec import Spec, spec_to_dict
+from .units import Unit
+
+__all__ = ["LocalBackend", "RayBackend", "BackendError", "get_backend", "BACKENDS"]
+
+
+class BackendError(RuntimeError):
+    """Units that failed on a backend for good (the finished ones are saved)."""
+
+
+class LocalBackend:
+    """Run units in this process, one after the other."""
+
+    name = "local"
+    reports_rows = True
+
+    def run(self, spec: Spec, units: Sequence[Unit], on_result: Callable, *,
+            chunk_rows: int | None = None, on_start: Callable | None = None,
+            on_rows: Callable | None = None, log: Callable | None = None) -> None:
+        """Run ``units`` of ``spec``; ``on_result(UnitResult)`` after each."""
+        from .runner import run_unit
+
+        for unit in units:
+            if on_start is not None:
+                on_start(unit)
+            on_result(run_unit(spec, unit, chunk_rows=chunk_rows, on_rows=on_rows, log=log))
+
+
+def _remote_unit(spec_data: dict, key: tuple, chunk_rows: int | None):
+    """The body of a Ray task: one unit from plain data (the resolved spec and the unit key)."""
+    from .runner import run_unit
+    from .units import Unit, unit_id
+
+    spec = Spec.model_validate(spec_data)
+    return run_unit(spec, Unit(tuple(key), unit_id(tuple(key))), chunk_rows=chunk_rows)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("backend: the ray backend needs Ray; install it with "
+                         "pip install 'guidelab[ray]'") from None
+    return ray
+
+
+class RayBackend:
+    """Run each unit as a Ray task.
+
+    Args:
+        address: a Ray cluster address to connect to (``ray://host:10001``, ``host:6379`` or
+            ``auto``); None starts a local instance for the run.
+        num_cpus: CPUs of the local instance (default min(2, os.cpu_count())); ignored with
+            ``address``.
+        max_retries: how often Ray retries a unit whose worker died.
+    """
+
+    name = "ray"
+    reports_rows = False
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 max_retries: int = 2):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.max_retries = max_retries
+
+    def run(self, spec: Spec, units: Sequence[Unit], on_result: Callable, *,
+            chunk_rows: int | None = None, on_start: Callable | None = None,
+            on_rows: Callable | None = None, log: Callable | None = None) -> None:
+        """Run ``units`` of ``spec`` as Ray tasks; ``on_result(UnitResult)`` as each arrives."""
+        if not units:
+            return
+        ray = _import_ray()
+        started = False
+        if not ray.is_initialized():
+            try:
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=self.num_cpus or min(2, os.cpu_count() or 1),
+                             include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                where = f"the cluster at {self.address}" if self.address else "a local instance"
+                raise ValueError(f"backend: Ray could not start or connect to {where}: "
+                                 f"{error}") from None
+            started = True
+        try:
+            task = ray.remote(num_cpus=1, max_retries=self.max_retries)(_remote_unit)
+            spec_data = spec_to_dict(spec)
+            pending: dict[Any, Unit] = {}
+            for unit in units:
+                pending[task.remote(spec_data, unit.key, chunk_rows)] = unit
+            failures: list[tuple[Unit, BaseException]] = []
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    unit = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as error:  # a task that failed for good
+                        failures.append((unit, error))
+                        if log is not None:
+                            log(f"unit {unit.id} failed on Ray: {_first_line(error)}")
+                        continue
+                    on_result(result)
+            if failures:
+                unit, error = failures[0]
+                raise BackendError(f"backend: {len(failures)} unit(s) failed on Ray (first: "
+                                   f"{unit.id}: {_first_line(error)}); the finished units are "
+                                   f"saved, run again to compute the rest")
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
+BACKENDS = {"local": LocalBackend, "ray": RayBackend}
+"""name -> backend class."""
+
+
+def get_backend(backend: Any, **options) -> Any:
+    """A backend object from a name (``"local"``, ``"ray"``) or a backend object."""
+    if isinstance(backend, str):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: unknown backend {backend!r}; expected one of "
+                             f"{', '.join(BACKENDS)}")
+        return BACKENDS[backend](**options)
+    if not callable(getattr(backend, "run", None)):
+        raise ValueError(f"backend: expected 'local', 'ray' or an object with run(), got "
+                         f"{type(backend).__name__}")
+    return backend

@@ -1,0 +1,400 @@
+r"""Running a study: units of rows streamed in chunks, coupled across w, stored as they finish.
+
+**A unit** (:mod:`guidelab.experiments.units`) is a pure function of (resolved spec, unit key).
+Its ``trials`` rows are processed in chunks of ``chunk_rows`` rows (the spec's, or a device
+default); rows [start, stop) of class c draw every random number from
+
+    RowNoise(seed, streams=c, rows=arange(start, stop))
+
+(:mod:`guidelab.noise`): the initial state x_init = noise.normal((n, d)) and then the sampler's
+per-step noise through ``generator=noise``. Each strength w of the unit gets a fresh RowNoise with
+the same (seed, class, rows), so row r at strength w and row r at w = 0 are driven by the same
+noise (*coupled*): w = 0 runs first in every chunk and is the baseline of the count of rows whose
+p(c|Y) went down. A row's noise depends on (seed, class, row index) only, so any subset of rows,
+in any chunking, on any backend and in any order, gets the same bits.
+
+Each chunk and strength yields one record per metric (:mod:`guidelab.experiments.measures`);
+records of a unit's chunks are merged in row order, so a unit's result depends on its chunk size
+only through the rounding of merged moments, and not at all on the backend, the order of units
+or the number of workers. A CUDA out-of-memory error halves the chunk (with a message) and
+retries it: the rows, and so their noise, stay the same.
+
+**The sampler** and its schedule come from :mod:`guidelab.samplers.registry`
+(``sampler_schedule(name, schedule, steps)``); the guidance rule is ``cfg``
+(:class:`~guidelab.guidance.ClassifierFreeGuidance`) or ``classifier``
+(:class:`~guidelab.guidance.ClassifierGuidance` with the family as its own exact classifier),
+its strength constant or limited to an interval of noise levels. A reference unit runs the exact
+reverse kernel of the Gaussian mixture (:func:`~guidelab.samplers.exact_reverse`) at w = 0.
+
+**A study** (:func:`run_spec`) opens the results store (:mod:`guidelab.experiments.store`),
+skips the units that already have a file, runs the others on a backend
+(:mod:`guidelab.experiments.backends`) and writes each unit's file as soon as it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..noise import RowNoise
+from .measures import METRICS, ChunkContext, UnitContext
+from .spec import CLASS_KEY, IntervalStrengthSpec, Spec, load_spec
+from .store import ResultStore, record_json
+from .units import REFERENCE_KEY, Unit, _thaw, expand_units, make_unit, unit_settings
+
+__all__ = ["UnitResult", "RunResult", "run_unit", "run_spec", "default_chunk_rows",
+           "RESULT_COLUMNS", "EXACT_SAMPLER", "PROVENANCE_COLUMNS"]
+
+RESULT_COLUMNS = ["class", "w", "n", "q_mean", "q_low", "q_high", "q_top_share", "p_mean",
+                  "accuracy", "frac_p_decreased", "inv_prior", "sampler", "steps", "q_se",
+                  "pareto_khat", "q_reliable", "interval_method", "n_nonfinite"]
+"""The leading columns of every result row (and of ``results.csv``)."""
+PROVENANCE_COLUMNS = ["seed", "schedule", "rule", "strength_schedule", "trials", "dtype",
+                      "device", "guidelab_version", "unit_id"]
+"""What produced a row, recorded with it."""
+EXACT_SAMPLER = "exact_reverse"
+"""Sampler name of the reference rows: the exact reverse kernel of the mixture at w = 0."""
+
+
+@dataclass
+class UnitResult:
+    """A finished unit.
+
+    Attributes:
+        unit_id: the unit's id (its file name).
+        key: the unit key as a dict (dotted path -> value).
+        rows: one dict per w (w = 0 first): summary columns, provenance, swept keys and
+            ``record_<metric>`` JSON strings.
+        samples: columns of the first ``keep_samples`` samples of each w (d <= 2), or None.
+        seconds: wall-clock time of the unit.
+    """
+
+    unit_id: str
+    key: dict
+    rows: list[dict]
+    samples: dict[str, list] | None
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_spec` did.
+
+    Attributes:
+        out: the results folder.
+        spec: the resolved spec.
+        units: every unit of the study, in order.
+        computed: ids of the units computed by this call.
+        skipped: ids of the units that already had a file.
+        rows: every row of the study, from the store, in unit order.
+        csv: the path of ``results.csv``.
+        seconds: wall-clock time of the call.
+    """
+
+    out: Path
+    spec: Spec
+    units: list[Unit]
+    computed: list[str]
+    skipped: list[str]
+    rows: list[dict]
+    csv: Path
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def default_chunk_rows(device: torch.device, row_size: int) -> int:
+    """Rows per chunk when the spec gives none: about 2^17 numbers a chunk-wide tensor on the
+    CPU (the exact families chunk again inside, to cache size) and 2^23 on an accelerator."""
+    row_size = max(1, int(row_size))
+    if device.type == "cpu":
+        return max(1024, (1 << 17) // row_size)
+    return max(4096, (1 << 23) // row_size)
+
+
+def _strength(settings: Spec, w: float):
+    from ..guidance import interval
+
+    strength = settings.guidance.strength
+    if isinstance(strength, IntervalStrengthSpec):
+        return interval(w, strength.lo, strength.hi, variable=strength.variable)
+    return w
+
+
+def _strength_label(settings: Spec) -> str:
+    strength = settings.guidance.strength
+    if isinstance(strength, IntervalStrengthSpec):
+        return f"interval({strength.variable} in ({strength.lo:g}, {strength.hi:g}])"
+    return "constant"
+
+
+def _schedule_label(schedule) -> str:
+    name = getattr(schedule, "name", None)
+    if isinstance(name, str):
+        return name
+    horizon = getattr(schedule, "horizon", None)
+    return f"vp_continuous(horizon={horizon:g})" if horizon is not None else type(
+        schedule).__name__
+
+
+def _sampler_call(settings: Spec, unit: Unit, distribution):
+    """(run(noise, x_init, w) -> SampleResult, sampler label, steps, schedule label)."""
+    from ..guidance import ClassifierFreeGuidance, ClassifierGuidance
+    from ..samplers import exact_reverse
+    from ..samplers.registry import sampler_info, sampler_schedule
+    from ..schedules import make_schedule
+
+    c = unit.c
+    if unit.reference:
+        schedule = make_schedule(settings.reference.schedule, settings.reference.steps)
+
+        def run_reference(noise, x_init, w):
+            return exact_reverse(distribution, c, schedule, x_init, generator=noise)
+
+        return run_reference, EXACT_SAMPLER, settings.reference.steps, _schedule_label(schedule)
+    info = sampler_info(settings.sampler.name)
+    schedule, extra = sampler_schedule(settings.sampler.name, settings.sampler.schedule,
+                                       settings.sampler.steps)
+    options = {**extra, **settings.sampler.options}
+    guidance = settings.guidance
+
+    def run(noise, x_init, w):
+        if guidance.rule == "classifier":
+            guided = ClassifierGuidance(distribution, distribution, c,
+                                        strength=_strength(settings, w),
+                                        allow_negative=guidance.allow_negative)
+        else:
+            guided = ClassifierFreeGuidance(distribution, c, strength=_strength(settings, w),
+                                            allow_negative=guidance.allow_negative)
+        return info.fn(guided, schedule, x_init, generator=noise, **options)
+
+    return run, info.name, settings.sampler.steps, _schedule_label(schedule)
+
+
+def _is_oom(error: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(error, oom)) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
+             on_rows: Callable[[int], None] | None = None,
+             log: Callable[[str], None] | None = None) -> UnitResult:
+    r"""Run one unit of a resolved spec: every w of the unit over all its rows, in chunks.
+
+    Args:
+        spec: the resolved spec (:func:`~guidelab.experiments.spec.load_spec`).
+        unit: a :class:`~guidelab.experiments.units.Unit` or its key as a dict
+            (``{"class": 0, "sampler.name": "ddim"}``; ``"reference": True`` for the exact
+            reference).
+        chunk_rows: rows per chunk (default: the spec's ``chunk_rows``, else
+            :func:`default_chunk_rows`).
+        on_rows: called with the number of sample trajectories finished (rows x strengths)
+            after every chunk, for progress bars.
+        log: called with messages (a halved chunk after CUDA out-of-memory).
+
+    Returns:
+        A :class:`UnitResult`: one row per w of the unit (w = 0 first).
+    """
+    from .. import __version__
+
+    if not isinstance(unit, Unit):
+        unit = make_unit(unit)
+    start_time = time.perf_counter()
+    settings = unit_settings(spec, unit)
+    distribution = settings.distribution_object()
+    device = torch.device(settings.device)
+    dtype = settings.torch_dtype
+    c = unit.c
+    shape = (distribution.dim,)
+    ws = settings.w
+    trials = settings.trials
+    run, sampler_label, steps, schedule_label = _sampler_call(settings, unit, distribution)
+    metrics = [METRICS[name] for name in settings.metrics]
+    contexts = {m.name: UnitContext(settings, distribution, c, unit.reference,
+                                    m.parse_options(settings.metric_options.get(m.name)),
+                                    unit.id) for m in metrics}
+    records: dict[tuple[str, float], Any] = {}
+    keep = settings.keep_samples if distribution.dim <= 2 else 0
+    kept: dict[float, list[torch.Tensor]] = {w: [] for w in ws}
+    size = chunk_rows or settings.chunk_rows or default_chunk_rows(device, math.prod(shape))
+    start = 0
+    while start < trials:
+        stop = min(trials, start + size)
+        try:
+            chunk_records, chunk_samples = _run_chunk(run, settings, unit, contexts, metrics,
+                                                      ws, start, stop, shape, device, dtype,
+                                                      keep)
+        except Exception as error:
+            if device.type != "cuda" or not _is_oom(error) or size == 1:
+                raise
+            size = max(1, size // 2)
+            torch.cuda.empty_cache()
+            if log is not None:
+                log(f"unit {unit.id}: CUDA out of memory with {stop - start} rows a chunk; "
+                    f"retrying with {size}")
+            continue
+        for key, record in chunk_records.items():
+            records[key] = record if key not in records else records[key].merge(record)
+        for w, samples in chunk_samples.items():
+            kept[w].append(samples)
+        if on_rows is not None:
+            on_rows((stop - start) * len(ws))
+        start = stop
+
+    provenance = {"seed": settings.seed, "schedule": schedule_label, "rule":
+                  "none" if unit.reference else settings.guidance.rule,
+                  "strength_schedule": "none" if unit.reference else _strength_label(settings),
+                  "trials": trials, "dtype": settings.dtype, "device": settings.device,
+                  "guidelab_version": __version__, "unit_id": unit.id}
+    swept = {path: _plain(value) for path, value in unit.key
+             if path not in (CLASS_KEY, REFERENCE_KEY)}
+    rows = []
+    for w in ws:
+        row: dict[str, Any] = {"class": c, "w": w, "sampler": sampler_label, "steps": steps}
+        for m in metrics:
+            summary = m.summarize(records[(m.name, w)], contexts[m.name])
+            clash = set(summary) & set(row)
+            if clash:
+                raise ValueError(f"metrics: metric {m.name!r} writes columns {sorted(clash)} "
+                                 f"that are already taken")
+            row.update(summary)
+        row.update(provenance)
+        for path, value in swept.items():
+            row.setdefault(path, value)
+        for m in metrics:
+            row[f"record_{m.name}"] = record_json(records[(m.name, w)])
+        leading = {k: row[k] for k in RESULT_COLUMNS if k in row}
+        rows.append(leading | {k: v for k, v in row.items() if k not in leading})
+    samples = _samples_columns(kept, unit, sampler_label, keep) if keep else None
+    return UnitResult(unit.id, dict(unit.as_dict()), rows, samples,
+                      time.perf_counter() - start_time)
+
+
+def _plain(value: Any) -> Any:
+    """A swept value as a column value: scalars as they are, anything else as JSON."""
+    if isinstance(value, tuple):
+        return json.dumps(_thaw(value))
+    return value
+
+
+def _run_chunk(run, settings: Spec, unit: Unit, contexts, metrics, ws, start, stop, shape,
+               device, dtype, keep):
+    """Records and kept samples of rows [start, stop) at every w (w = 0 first)."""
+    n = stop - start
+    rows = torch.arange(start, stop, dtype=torch.int64, device=device)  # [n]
+    scratch: dict = {}
+    records, kept = {}, {}
+    for w in ws:
+        noise = RowNoise(settings.seed, streams=unit.c, rows=rows, device=device)
+        x_init = noise.normal((n, *shape), dtype)  # [n, d]
+        result = run(noise, x_init, w)
+        samples = result.samples  # [n, d]
+        for m in metrics:
+            ctx = ChunkContext(contexts[m.name], w, start, stop, samples, result.n_nonfinite,
+                               scratch)
+            records[(m.name, w)] = m.measure(ctx)
+        if keep and start < keep:
+            kept[w] = samples[:keep - start].detach().to("cpu", torch.float64)
+    return records, kept
+
+
+def _samples_columns(kept: dict, unit: Unit, sampler: str, keep: int) -> dict[str, list]:
+    columns: dict[str, list] = {"unit_id": [], "class": [], "w": [], "sampler": [], "row": []}
+    dim = None
+    for w, parts in kept.items():
+        if not parts:
+            continue
+        block = torch.cat(parts)[:keep]  # [m, d]
+        dim = block.shape[1]
+        for j in range(dim):
+            columns.setdefault(f"x{j}", []).extend(block[:, j].tolist())
+        m = block.shape[0]
+        columns["unit_id"].extend([unit.id] * m)
+        columns["class"].extend([unit.c] * m)
+        columns["w"].extend([float(w)] * m)
+        columns["sampler"].extend([sampler] * m)
+        columns["row"].extend(range(m))
+    return columns if dim is not None else None
+
+
+# ----------------------------------------------------------------------------- a study
+
+def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local",
+             overrides: Sequence[str] = (), chunk_rows: int | None = None,
+             progress: bool = True, on_unit: Callable[[UnitResult], None] | None = None,
+             log: Callable[[str], None] | None = None, units: Sequence[str] | None = None,
+             ) -> RunResult:
+    r"""Run a study into a results folder, computing only the units that have no file yet.
+
+    Args:
+        spec: a resolved :class:`~guidelab.experiments.spec.Spec`, or a spec file / built-in
+            name (loaded with ``overrides``, ``"key.path=value"`` strings).
+        out: the results folder (:mod:`guidelab.experiments.store`).
+        backend: ``"local"`` (default), ``"ray"`` or a backend object
+            (:mod:`guidelab.experiments.backends`).
+        chunk_rows: rows per chunk (overrides the spec's; results are the same up to the
+            rounding of merged moments).
+        progress: show a progress bar over units (and rows, locally).
+        on_unit: called with each :class:`UnitResult` after its file is written.
+        log: where messages go (default: ``tqdm.write``).
+        units: ids of the units to run (default: all); the others are neither run nor counted
+            as missing.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Raises:
+        SpecError, SpecMismatchError, ValueError: bad spec, folder or backend, before any unit
+            runs.
+    """
+    from tqdm.auto import tqdm
+
+    from .backends import get_backend
+
+    started = time.perf_counter()
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, overrides)
+    backend = get_backend(backend)
+    store = ResultStore(out)
+    store.open(spec)
+    all_units = expand_units(spec)
+    selected = all_units if units is None else [u for u in all_units if u.id in set(units)]
+    finished = store.finished()
+    missing = [u for u in selected if u.id not in finished]
+    skipped = [u.id for u in selected if u.id in finished]
+    write = log or tqdm.write
+    unit_bar = tqdm(total=len(selected), initial=len(skipped), desc=spec.name, unit="unit",
+                    disable=not progress, dynamic_ncols=True)
+    row_bar = tqdm(total=0, desc="samples", unit="sample", unit_scale=True, leave=False,
+                   disable=not progress or not backend.reports_rows, dynamic_ncols=True)
+    computed: list[str] = []
+    per_unit = spec.trials * len(spec.w)
+
+    def on_start(unit: Unit) -> None:
+        row_bar.reset(total=spec.trials if unit.reference else per_unit)
+
+    def on_result(result: UnitResult) -> None:
+        store.write_unit(result.unit_id, result.rows, result.samples)
+        computed.append(result.unit_id)
+        unit_bar.update()
+        if on_unit is not None:
+            on_unit(result)
+
+    try:
+        backend.run(spec, missing, on_result, chunk_rows=chunk_rows, on_start=on_start,
+                    on_rows=row_bar.update, log=write)
+    finally:
+        row_bar.close()
+        unit_bar.close()
+    order = [u.id for u in all_units if u.id in store.finished()]
+    rows = store.read_rows(order)
+    csv = store.write_csv(rows, RESULT_COLUMNS)
+    return RunResult(Path(out), spec, all_units, computed, skipped, rows, csv,
+                     time.perf_counter() - started)
