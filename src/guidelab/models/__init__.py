@@ -19,6 +19,7 @@ works with a trained network or a wrapped external one exactly as with an exact 
 * :mod:`~guidelab.models.external`: :func:`from_diffusers` and :func:`classifier_from_callable`.
 """
 
+from .checkpoint import load, read_header, save
 from .conversions import (
     eps_from_score,
     prediction_from_score,
@@ -30,6 +31,13 @@ from .conversions import (
     x0_from_score,
 )
 from .evaluation import ScoreErrorReport, score_error
+from .external import (
+    CallableClassifier,
+    DiffusersScoreModel,
+    classifier_from_callable,
+    from_diffusers,
+    load_diffusers,
+)
 from .learned import LearnedClassifier, LearnedScoreModel
 from .networks import ConvDenoiser, MLPDenoiser, NoisyClassifier
 from .perturbed import Perturbed
@@ -55,4 +63,12 @@ __all__ = [
     "Perturbed",
     "ScoreErrorReport",
     "score_error",
+    "save",
+    "load",
+    "read_header",
+    "DiffusersScoreModel",
+    "CallableClassifier",
+    "from_diffusers",
+    "load_diffusers",
+    "classifier_from_callable",
 ]

@@ -45,6 +45,8 @@ class ScoreErrorReport:
         total_unconditional: the same for the unconditional score (None if skipped).
         weighting: ``dsm`` or ``uniform``.
         n: points per level.
+        squared_errors: ``{"conditional": [L], "unconditional": [L]}`` E_l.
+        squared_norms: the same for S_l.
 
     ``float(report)`` is ``total``.
     """
@@ -58,6 +60,8 @@ class ScoreErrorReport:
     total_unconditional: float | None
     weighting: str
     n: int
+    squared_errors: dict
+    squared_norms: dict
 
     def __float__(self) -> float:
         return self.total
@@ -166,4 +170,4 @@ def score_error(model, exact, *, n: int = 4096, levels: int = 13,
         conditional=per_level["conditional"],
         unconditional=per_level.get("unconditional"),
         total=totals["conditional"], total_unconditional=totals.get("unconditional"),
-        weighting=weighting, n=n)
+        weighting=weighting, n=n, squared_errors=errors, squared_norms=norms)
