@@ -11,6 +11,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.parametrize("args", [
     ["sampling.py", "--steps", "3", "--warmup", "1", "--repeats", "1", "--n", "64"],
+    ["learned.py", "--steps", "3", "--train-steps", "2", "--warmup", "1", "--repeats", "1",
+     "--n", "8", "--batch", "8", "--threads", "1"],
 ])
 def test_benchmark_script_runs(args):
     result = subprocess.run([sys.executable, str(BENCHMARKS / args[0]), *args[1:]],
