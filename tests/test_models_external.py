@@ -228,3 +228,24 @@ def test_classifier_from_callable():
     with pytest.raises(ValueError, match="^fn"):
         classifier_from_callable(lambda x: x.flatten(1) @ weight,
                                  num_classes=4).log_class_posterior(x)
+
+
+def test_a_tiny_dit_with_learned_variance_loads_from_disk_and_samples(tmp_path):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        dit = diffusers.DiTTransformer2DModel(
+            num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+            num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=10,
+            norm_num_groups=4).eval()
+    dit.save_pretrained(tmp_path / "transformer")
+    diffusers.DDIMScheduler(num_train_timesteps=50).save_pretrained(tmp_path / "scheduler")
+    model = load_diffusers(tmp_path, null_class=10, num_classes=10)
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    alpha, sigma = float(model.schedule.alphas[20]), float(model.schedule.sigmas[20])
+    with torch.no_grad():
+        output = dit(x, timestep=torch.full((3,), 19), class_labels=torch.full((3,), 10)).sample
+    assert output.shape == (3, 8, 8, 8)  # eps and the learned variance
+    torch.testing.assert_close(model.score(x, alpha, sigma), -output[:, :4] / sigma)
+    result = ddim(ClassifierFreeGuidance(model, c=3, strength=1.0), model.schedule, x,
+                  timesteps=[50, 25, 0])
+    assert result.samples.shape == (3, 4, 8, 8) and result.n_nonfinite == 0

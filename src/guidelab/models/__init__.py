@@ -16,7 +16,63 @@ works with a trained network or a wrapped external one exactly as with an exact 
   JSON header (never pickle).
 * :mod:`~guidelab.models.perturbed`: :class:`Perturbed`, a score model with a controlled error.
 * :mod:`~guidelab.models.evaluation`: :func:`score_error` against an exact family.
-* :mod:`~guidelab.models.external`: :func:`from_diffusers` and :func:`classifier_from_callable`.
+* :mod:`~guidelab.models.external`: :func:`from_diffusers`, :func:`load_diffusers` and
+  :func:`classifier_from_callable`.
+
+The null (unconditional) label of a guidelab network is C = ``num_classes``, the label class
+dropout replaces classes with during training.
+
+Running the paper's ImageNet setting with local weights
+--------------------------------------------------------
+Li & Jiao sample a class-conditional latent diffusion model on ImageNet with CFG at several w,
+20 trials per class, judge each sample with an independent Inception-v3 and pool
+Q(w) = E[1/p(c | Y)] over the 1000 classes. With a class-conditional ImageNet model in
+diffusers format on disk (e.g. DiT-XL/2-256: ``transformer/``, ``vae/``, ``scheduler/``; null
+class 1000) and torchvision's Inception-v3 weights as a file, nothing is downloaded::
+
+    import torch, torchvision
+    from diffusers import AutoencoderKL
+    from guidelab.guidance import ClassifierFreeGuidance
+    from guidelab.metrics import summarize_class_probability
+    from guidelab.models import classifier_from_callable, load_diffusers
+    from guidelab.noise import RowNoise
+    from guidelab.samplers import ddim
+
+    model = load_diffusers("/models/DiT-XL-2-256", null_class=1000, num_classes=1000,
+                           device="cuda", dtype=torch.float16)
+    vae = AutoencoderKL.from_pretrained("/models/DiT-XL-2-256", subfolder="vae",
+                                        local_files_only=True).cuda().eval()
+    inception = torchvision.models.inception_v3(weights=None, aux_logits=True,
+                                                init_weights=False)
+    inception.load_state_dict(torch.load("/models/inception_v3_google-0cc3c7bd.pth",
+                                         weights_only=True))
+    inception = inception.cuda().eval()
+    mean = torch.tensor([0.485, 0.456, 0.406], device="cuda")[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225], device="cuda")[:, None, None]
+
+    def judge_logits(latents):                   # [N, 4, 32, 32] -> [N, 1000] logits
+        with torch.no_grad():
+            images = vae.decode(latents.float() / 0.18215).sample      # [N, 3, 256, 256]
+            images = torch.nn.functional.interpolate(((images + 1) / 2).clamp(0, 1),
+                                                     size=(299, 299), mode="bilinear")
+            return inception((images - mean) / std)
+
+    judge = classifier_from_callable(judge_logits, num_classes=1000, max_batch=50)
+    timesteps = torch.linspace(1000, 0, 51).round().long()    # 50 DDIM steps, training levels
+    for c in range(1000):
+        baseline = None
+        for w in (0.0, 0.5, 1.0, 2.0, 4.0):
+            noise = RowNoise(seed=0, streams=c, rows=20, device="cuda")  # coupled across w
+            x_init = noise.normal((20, 4, 32, 32))
+            latents = ddim(ClassifierFreeGuidance(model, c=c, strength=w), model.schedule,
+                           x_init, generator=noise, timesteps=timesteps).samples
+            log_p = judge.log_class_posterior(latents)                  # [20, 1000]
+            baseline = log_p if w == 0.0 else baseline
+            summary = summarize_class_probability(log_p, c, baseline_log_posterior=baseline)
+
+Pool over classes by averaging the per-class ``q_mean`` (equal trials per class), or merge
+``guidelab.metrics.ClassProbabilityRecord`` chunks for streaming statistics. docs/models.md
+has the long form, including what the adapter does at and between the scheduler's levels.
 """
 
 from .checkpoint import load, read_header, save
