@@ -177,3 +177,17 @@ def test_noisy_classifier_learns_the_exact_class_posterior():
     model = LearnedScoreModel(MLPDenoiser(2, 2, hidden=8, depth=1))
     guided = ClassifierGuidance(model, classifier, c=0, strength=1.0)(x[:5], 0.8, 0.6)
     assert guided.shape == (5, 2) and torch.isfinite(guided).all()
+
+
+def test_non_finite_outputs_are_raised_not_returned():
+    net = MLPDenoiser(2, 2, hidden=8, depth=1)
+    torch.nn.init.constant_(net.output.bias, float("nan"))
+    model = LearnedScoreModel(net)
+    with pytest.raises(FloatingPointError, match="^score"):
+        model.score(torch.zeros(3, 2), 0.6, 0.8, 1)
+    with pytest.raises(FloatingPointError, match="^guided_score"):
+        model.guided_score(torch.zeros(3, 2), 0.6, 0.8, 1, 2.0)
+    finite = LearnedScoreModel(MLPDenoiser(2, 2, hidden=8, depth=1))
+    torch.nn.init.normal_(finite.network.output.weight)
+    with pytest.raises(ValueError, match="^x"):
+        finite.score(torch.tensor([[float("nan"), 0.0]]), 0.6, 0.8, 1)

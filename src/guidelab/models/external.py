@@ -53,7 +53,7 @@ from torch import nn
 
 from ..schedules import DiscreteSchedule
 from .conversions import expand_level, score_from_prediction
-from .learned import class_labels, levels_as_rows
+from .learned import check_finite_output, class_labels, levels_as_rows
 
 __all__ = ["DiffusersScoreModel", "CallableClassifier", "from_diffusers", "load_diffusers",
            "classifier_from_callable", "PREDICTION_TYPES", "require_diffusers"]
@@ -221,13 +221,8 @@ class DiffusersScoreModel:
     def _labels(self, c, n: int, device) -> torch.Tensor:
         if c is None:
             return class_labels(None, n, 1, self.null_class, device)
-        limit = self.num_classes
-        if limit is None:  # any non-negative label except the null one
-            if isinstance(c, torch.Tensor) and c.ndim > 0:
-                limit = int(c.max()) + 1 if c.numel() else 1
-            else:
-                limit = int(c) + 1 if not isinstance(c, (bool, float)) else 1
-        labels = class_labels(c, n, max(limit, 1), None, device)
+        limit = self.num_classes if self.num_classes is not None else 1 << 62  # unchecked
+        labels = class_labels(c, n, limit, None, device)
         if self.null_class is not None and (labels == self.null_class).any():
             raise ValueError(f"c: class {self.null_class} is the null label; use c=None for "
                              f"the unconditional score")
@@ -243,7 +238,8 @@ class DiffusersScoreModel:
         prediction = self._predict(x, timesteps, labels)
         alpha_rows = levels_as_rows(alpha, n, "alpha", device=x.device, dtype=x.dtype)
         sigma_rows = levels_as_rows(sigma, n, "sigma", device=x.device, dtype=x.dtype)
-        return score_from_prediction(prediction, self.target, x, alpha_rows, sigma_rows)
+        score = score_from_prediction(prediction, self.target, x, alpha_rows, sigma_rows)
+        return check_finite_output(score, x, "score")
 
     def guided_score(self, x: torch.Tensor, alpha, sigma, c, strength) -> torch.Tensor:
         """lerp(s(x), s(x|c), 1 + w) from ONE network call on [x; x]; ``[N, ...]``."""
@@ -261,7 +257,8 @@ class DiffusersScoreModel:
                                          sigma_rows)
         weight = 1.0 + expand_level(strength, x) if isinstance(strength, torch.Tensor) \
             else 1.0 + float(strength)
-        return torch.lerp(s_uncond, s_cond, weight)  # [N, ...]
+        return check_finite_output(torch.lerp(s_uncond, s_cond, weight), x,
+                                   "guided_score")  # [N, ...]
 
 
 def from_diffusers(unet, scheduler, *, null_class: int | None,
@@ -426,7 +423,8 @@ class CallableClassifier:
             if self.output == "probabilities":
                 out = torch.log(out.clamp_min(torch.finfo(out.dtype).tiny))
             parts.append(torch.log_softmax(out.to(x.dtype), dim=1).to(x.device))
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+        log_posterior = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return check_finite_output(log_posterior, x, "log_class_posterior")
 
     def class_posterior(self, x: torch.Tensor, alpha: Any = 1.0, sigma: Any = 0.0):
         """p(c | x), ``[N, C]``."""

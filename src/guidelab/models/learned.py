@@ -27,7 +27,8 @@ from torch import nn
 
 from .conversions import TARGETS, expand_level, score_from_prediction
 
-__all__ = ["LearnedScoreModel", "LearnedClassifier", "levels_as_rows", "class_labels"]
+__all__ = ["LearnedScoreModel", "LearnedClassifier", "levels_as_rows", "class_labels",
+           "check_finite_output"]
 
 Level = float | torch.Tensor
 ClassArg = int | torch.Tensor | None
@@ -73,6 +74,17 @@ def class_labels(c: ClassArg, n: int, num_classes: int, null_class: int | None,
     if not 0 <= c < num_classes:
         raise ValueError(f"c: unknown class {c}; classes are 0..{num_classes - 1}")
     return torch.full((n,), c, dtype=torch.int64, device=device)
+
+
+def check_finite_output(out: torch.Tensor, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``out`` if finite; else ValueError (x was not finite) or FloatingPointError (the network
+    produced NaN or infinities from finite inputs)."""
+    if not torch.isfinite(out).all():
+        if not torch.isfinite(x).all():
+            raise ValueError("x: expected finite values")
+        raise FloatingPointError(f"{what}: the network returned non-finite values for finite "
+                                 f"inputs")
+    return out
 
 
 def _network_placement(network: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -169,7 +181,8 @@ class LearnedScoreModel:
         _check_sample(x, self.input_shape)
         labels = class_labels(c, x.shape[0], self.num_classes, self.null_class, x.device)
         prediction, alpha_rows, sigma_rows = self._call(x, alpha, sigma, labels)
-        return score_from_prediction(prediction, self.target, x, alpha_rows, sigma_rows)
+        score = score_from_prediction(prediction, self.target, x, alpha_rows, sigma_rows)
+        return check_finite_output(score, x, "score")
 
     def guided_score(self, x: torch.Tensor, alpha: Level, sigma: Level, c: ClassArg,
                      strength: float | torch.Tensor) -> torch.Tensor:
@@ -194,7 +207,8 @@ class LearnedScoreModel:
         s_cond, s_uncond = scores[:n], scores[n:]  # [N, ...] each
         weight = 1.0 + expand_level(strength, x) if isinstance(strength, torch.Tensor) \
             else 1.0 + float(strength)
-        return torch.lerp(s_uncond, s_cond, weight)  # [N, ...]
+        return check_finite_output(torch.lerp(s_uncond, s_cond, weight), x,
+                                   "guided_score")  # [N, ...]
 
 
 def _repeat_level(level: Level, n: int, name: str) -> Level:
@@ -241,7 +255,9 @@ class LearnedClassifier:
         alpha_rows = levels_as_rows(alpha, n, "alpha", device=device, dtype=dtype)  # [N]
         sigma_rows = levels_as_rows(sigma, n, "sigma", device=device, dtype=dtype)  # [N]
         logits = self.network(x.to(device=device, dtype=dtype), alpha_rows, sigma_rows)  # [N, C]
-        return torch.log_softmax(logits, dim=1).to(device=x.device, dtype=x.dtype)  # [N, C]
+        log_posterior = torch.log_softmax(logits, dim=1)  # [N, C]
+        return check_finite_output(log_posterior, x, "log_class_posterior").to(
+            device=x.device, dtype=x.dtype)
 
     def class_posterior(self, x: torch.Tensor, alpha: Level = 1.0,
                         sigma: Level = 0.0) -> torch.Tensor:
