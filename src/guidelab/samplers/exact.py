@@ -32,7 +32,8 @@ noise); ``init="given"`` starts from X_T = x_init itself, exact only when abar_T
 so when abar_T is negligible).
 
 Each step draws, in this order, K Gumbel variables per row (float64; the component is the argmax
-of the masked log-joint plus Gumbel noise, an exact draw from the responsibilities) and one
+of the class-restricted log-responsibilities (``mixture.log_responsibilities``) plus Gumbel
+noise, an exact draw from the responsibilities) and one
 ``[N, d]`` standard normal. The work is a loop over components with row masks, O(N d^2) per
 step, never an ``[N, K, d, d]`` tensor.
 """
@@ -97,19 +98,17 @@ def exact_reverse(mixture: GaussianMixture, c, schedule: DiscreteSchedule, x_ini
     if init not in ("marginal", "given"):
         raise ValueError(f"init: expected 'marginal' or 'given', got {init!r}")
     n, dtype, device = x_init.shape[0], x_init.dtype, x_init.device
-    c = mixture._class_tensor(c, n, device)
+    c = mixture.resolve_class(c, n, device)
     if c is None:
         raise ValueError("c: exact_reverse samples p(x|c) and needs a class")
     levels = discrete_levels(schedule)
     T = schedule.num_steps
-    params = mixture.params(device, dtype)
-    class_log_mask = mixture._class_log_mask(c, params)  # 0 / -inf, [K] or [N, K]
     cast = {"device": device, "dtype": dtype}
     means = mixture.means.to(**cast)  # [K, d]
     bases = mixture.eigvecs.to(**cast)  # [K, d, d], columns are eigenvectors
     gain, std = (coef.to(**cast) for coef in exact_reverse_coefficients(mixture, schedule))
     if isinstance(c, int):
-        candidates = mixture._class_index[c].tolist()
+        candidates = mixture.class_components(c).tolist()
     else:
         candidates = list(range(mixture.num_components))
 
@@ -117,20 +116,17 @@ def exact_reverse(mixture: GaussianMixture, c, schedule: DiscreteSchedule, x_ini
     if init == "marginal":
         clean = mixture.sample(n, c, generator=generator, device=device, dtype=dtype)  # [N, d]
         x = clean * levels.alphas[0] + x_init * levels.sigmas[0]  # [N, d]
-    steps = [(torch.tensor(levels.alphas[i], **cast), torch.tensor(levels.sigmas[i], **cast),
-              levels.alphas[i], levels.alphas[i + 1]) for i in range(T)]
 
     def step(i: int, x: torch.Tensor) -> torch.Tensor:
-        alpha_t, sigma_t, alpha_float, alpha_prev = steps[i]
+        alpha_float, sigma_float = levels.alphas[i], levels.sigmas[i]
+        alpha_prev = levels.alphas[i + 1]
         uniform = _noise.uniform((n, mixture.num_components), generator, device,
                                  torch.float64)  # [N, K]
         gumbel = -torch.log(-torch.log(uniform))  # float64 keeps its tail, [N, K]
         noise = standard_normal(x, generator)  # [N, d]
-        components = torch.empty(n, dtype=torch.int64, device=device)  # [N]
-        for rows in mixture._chunks(n, device):
-            log_joint, _ = mixture._log_components(x[rows], alpha_t, sigma_t, params)  # [n, K]
-            mask = class_log_mask if class_log_mask.ndim == 1 else class_log_mask[rows]
-            components[rows] = torch.argmax(log_joint + mask + gumbel[rows], dim=1)
+        # log r^c_k(x) (-inf off class c): the argmax with Gumbel noise draws a component
+        log_resp = mixture.log_responsibilities(x, alpha_float, sigma_float, c)  # [N, K]
+        components = torch.argmax(log_resp + gumbel, dim=1)  # [N]
         out = torch.empty_like(x)  # [N, d]
         for k in candidates:
             rows = (components == k).nonzero().flatten()  # [n_k]
