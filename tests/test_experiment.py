@@ -1,4 +1,4 @@
-"""The Li-Jiao GMM experiment: the paper's statements on the built-in mixture, and robustness."""
+"""The Li-Jiao GMM study: the paper's statements on the built-in mixture, and robustness."""
 
 import csv
 import math
@@ -6,9 +6,16 @@ import math
 import pytest
 import torch
 
-from guidelab.experiments import LiJiaoConfig, default_mixture, default_strengths, run_li_jiao_gmm
+from guidelab.experiments import (
+    SpecError,
+    default_mixture,
+    default_strengths,
+    li_jiao_spec,
+    run_spec,
+)
 from guidelab.experiments.li_jiao_gmm import EXACT_SAMPLER, RESULT_COLUMNS
-from guidelab.samplers import SAMPLERS, SampleResult
+from guidelab.samplers import SampleResult
+from guidelab.samplers.registry import SAMPLER_INFO, SAMPLERS, register_sampler
 
 Z = 1.959963984540054  # 95% two-sided normal quantile
 
@@ -35,12 +42,13 @@ def test_default_strengths_follow_the_paper():
     assert w[0] == 0.0 and w[1] == pytest.approx(0.01) and w[-1] == pytest.approx(10.0)
     ratios = [b / a for a, b in zip(w[1:-1], w[2:], strict=True)]
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-4)
+    assert li_jiao_spec().w == w  # the built-in spec runs them
 
 
 @pytest.fixture(scope="module")
-def unguided_rows():
-    config = LiJiaoConfig(trials=10_000, steps=1000, strengths=[0.0], reference_steps=50)
-    return run_li_jiao_gmm(config, progress=False)
+def unguided_rows(tmp_path_factory):
+    spec = li_jiao_spec(trials=10_000, steps=1000, strengths=[0.0], reference_steps=50)
+    return run_spec(spec, tmp_path_factory.mktemp("unguided"), progress=False).rows
 
 
 def test_exact_kernel_reproduces_inverse_prior(unguided_rows):
@@ -60,10 +68,20 @@ def test_ddpm_type_with_1000_steps_agrees_with_the_exact_kernel(unguided_rows):
         assert ddpm["q_low"] <= ddpm["inv_prior"] <= ddpm["q_high"]
 
 
+def test_rows_record_what_produced_them(unguided_rows):
+    import guidelab
+
+    for row in unguided_rows:
+        assert row["seed"] == 0 and row["dtype"] == "float32" and row["device"] == "cpu"
+        assert row["schedule"] == "li_jiao" and row["guidelab_version"] == guidelab.__version__
+        assert row["steps"] == (50 if row["sampler"] == EXACT_SAMPLER else 1000)
+        assert row["unit_id"]
+
+
 def test_guidance_lowers_q_but_not_every_sample(tmp_path):
-    config = LiJiaoConfig(trials=4000, steps=200, strengths=[0.0, 0.1, 1.0, 10.0],
-                          reference=False)
-    rows = run_li_jiao_gmm(config, out_dir=tmp_path, progress=False)
+    spec = li_jiao_spec(trials=4000, steps=200, strengths=[0.0, 0.1, 1.0, 10.0],
+                        reference=False)
+    rows = run_spec(spec, tmp_path, progress=False).rows
     decreased = []
     for c in range(3):
         by_w = sorted(rows_of(rows, "ddpm_type", c), key=lambda r: r["w"])
@@ -77,60 +95,69 @@ def test_guidance_lowers_q_but_not_every_sample(tmp_path):
     assert list(table[0])[:len(RESULT_COLUMNS)] == RESULT_COLUMNS
     assert len(table) == len(rows)
     assert float(table[-1]["q_mean"]) == pytest.approx(rows[-1]["q_mean"])
+    assert "record_class_probability" not in table[0]
 
 
 def test_interrupted_run_keeps_finished_units(tmp_path):
+    spec = li_jiao_spec(trials=300, steps=20, strengths=[0.0, 1.0, 2.0], reference=False)
     seen = []
 
-    def interrupt_in_second_unit(row):
-        seen.append(row)
-        if len(seen) == 4:  # first row of the second strength
-            raise KeyboardInterrupt
+    def interrupt_after_first_unit(result):
+        seen.append(result)
+        raise KeyboardInterrupt
 
-    config = LiJiaoConfig(trials=300, steps=20, strengths=[0.0, 1.0, 2.0], reference=False)
     with pytest.raises(KeyboardInterrupt):
-        run_li_jiao_gmm(config, out_dir=tmp_path, progress=False,
-                        on_row=interrupt_in_second_unit)
-    with open(tmp_path / "results.csv") as handle:
-        table = list(csv.DictReader(handle))
-    assert [float(r["w"]) for r in table] == [0.0, 0.0, 0.0]  # the whole first unit, no more
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        run_spec(spec, tmp_path, progress=False, on_unit=interrupt_after_first_unit)
+    units = sorted(p.name for p in (tmp_path / "units").iterdir())
+    assert units == [f"{seen[0].unit_id}.parquet"]  # the whole first unit, no more
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    resumed = run_spec(spec, tmp_path, progress=False)
+    assert resumed.skipped == [seen[0].unit_id] and len(resumed.computed) == 2
+    assert [r["w"] for r in resumed.rows if r["class"] == 0] == [0.0, 1.0, 2.0]
 
 
-def test_non_finite_samples_are_counted_not_averaged(monkeypatch):
+def test_non_finite_samples_are_counted_not_averaged(tmp_path, monkeypatch):
     def diverging(score_fn, schedule, x_init, *, generator=None, **_):
         samples = x_init.clone()
         samples[::10] = math.nan  # every tenth row diverged
         return SampleResult(samples=samples, n_nonfinite=int(math.ceil(len(x_init) / 10)))
 
-    monkeypatch.setitem(SAMPLERS, "diverging", diverging)
-    config = LiJiaoConfig(trials=100, steps=20, sampler="diverging", strengths=[0.0],
-                          reference=False)
-    rows = run_li_jiao_gmm(config, progress=False)
+    register_sampler("diverging", diverging, ("discrete",), stochastic=False)
+    try:
+        spec = li_jiao_spec(trials=100, steps=20, sampler="diverging", strengths=[0.0],
+                            reference=False)
+        rows = run_spec(spec, tmp_path, progress=False).rows
+    finally:
+        SAMPLER_INFO.pop("diverging")
+        SAMPLERS.pop("diverging")
     for row in rows:
         assert row["n_nonfinite"] == 10 and row["n"] == 90
         assert math.isfinite(row["q_mean"])
 
 
 @pytest.mark.parametrize("changes,match", [
-    ({"trials": -5}, "trials"),
-    ({"steps": 0}, "steps"),
-    ({"sampler": "euler"}, "sampler: unknown sampler"),
-    ({"classes": [3]}, "classes: unknown class 3"),
+    ({"trials": -5}, "--trials: trials: expected a positive integer"),
+    ({"steps": 0}, "--steps: sampler.steps: expected a positive integer"),
+    ({"steps": 5}, "--steps: sampler.steps: li_jiao schedule with steps = 5"),
+    ({"sampler": "euler"}, "--sampler: sampler.name: unknown sampler 'euler'"),
+    ({"classes": [3]}, r"--classes: sweep.class\[0\]: unknown class 3"),
     ({"strengths": [0.0, -1.0]}, "allow_negative"),
-    ({"strengths": [1.0]}, "w = 0"),
-    ({"schedule": "sigmoid"}, "schedule"),
+    ({"schedule": "sigmoid"}, "--schedule: sampler.schedule: unknown schedule"),
+    ({"device": "cuda:99"}, "--device: device"),
 ])
 def test_bad_configuration_is_named(changes, match):
-    config = LiJiaoConfig(**changes)
-    with pytest.raises(ValueError, match=match):
-        config.validate(default_mixture())
+    with pytest.raises(SpecError, match=match):
+        li_jiao_spec(**changes)
 
 
-def test_negative_strength_runs_with_opt_in():
-    config = LiJiaoConfig(trials=1000, steps=20, strengths=[0.0, -0.5], allow_negative=True,
-                          reference=False)
-    rows = run_li_jiao_gmm(config, progress=False)
+def test_strengths_without_zero_get_the_baseline():
+    assert li_jiao_spec(strengths=[1.0, 2.0]).w == [0.0, 1.0, 2.0]
+
+
+def test_negative_strength_runs_with_opt_in(tmp_path):
+    spec = li_jiao_spec(trials=1000, steps=20, strengths=[0.0, -0.5], allow_negative=True,
+                        reference=False)
+    rows = run_spec(spec, tmp_path, progress=False).rows
     by_class = {(r["class"], r["w"]): r for r in rows}
     # guiding away from the class raises Q (the reverse of the theorem's direction)
     assert all(by_class[(c, -0.5)]["q_mean"] > by_class[(c, 0.0)]["q_mean"] for c in range(3))

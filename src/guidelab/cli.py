@@ -1,15 +1,23 @@
 """The ``guidelab`` command line.
 
-    guidelab reproduce li-jiao-gmm [--out DIR] [--trials N] [--steps T] [--sampler NAME]
-                                   [--device DEV] [--seed S] ...
+    guidelab spec list                       built-in study specs
+    guidelab spec show NAME                  a spec's TOML, to copy and edit
+    guidelab run SPEC [--out DIR] [--set key.path=value ...] [--backend local|ray]
+                      [--address ADDR] [--quiet]
+    guidelab report DIR                      the HTML page of a results folder
+    guidelab reproduce li-jiao-gmm [--out DIR] [--trials N] [--steps T] [--sampler NAME] ...
 
-Guidance strengths are Ho & Salimans' w (w = 0 unguided; the "CFG scale" is 1 + w).
+Every bad input (a spec key, an option, an output folder) stops with one line
+``error: ...`` on stderr and exit status 2; ``--debug`` (before or after the command) shows the
+traceback instead. Guidance strengths are Ho & Salimans' w (w = 0 unguided; the "CFG scale" is
+1 + w).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -17,115 +25,307 @@ import typer
 __all__ = ["app"]
 
 app = typer.Typer(help="Exact measurements of what guidance does to diffusion samples.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+spec_app = typer.Typer(help="Built-in study specs: list them, show one to copy and edit.",
+                       no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
 reproduce = typer.Typer(help="Reproduce the experiments of the papers guidelab checks.",
                         no_args_is_help=True)
 app.add_typer(reproduce, name="reproduce")
 
+_STATE = {"debug": False}
+DEBUG_HELP = "Show the full traceback of an error."
+
 
 @app.callback()
-def _main() -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None:
     """guidelab: exact scores, class posteriors and guided-sampler measurements."""
+    _STATE["debug"] = debug
 
 
-def _format_row(row: dict) -> str:
-    high = f"{row['q_high']:.4f}" if math.isfinite(row["q_high"]) else "inf"
-    decreased = row.get("frac_p_decreased")
-    decreased = "" if decreased is None else f"{decreased:.4f}"
-    flag = "" if row.get("q_reliable") else "  !"
-    return (f"{row['sampler']:<15} {row['class']:>5} {row['w']:>8.4g} {row['n']:>6} "
-            f"{row['q_mean']:>9.4f} [{row['q_low']:>7.4f}, {high:>7}] "
-            f"{row['pareto_khat']:>6.2f} {row['q_top_share']:>7.4f} {row['p_mean']:>7.4f} "
-            f"{row['accuracy']:>7.4f} {decreased:>8} {row['inv_prior']:>8.4f}{flag}")
+@contextlib.contextmanager
+def _errors(debug: bool = False, out: Path | None = None) -> Iterator[None]:
+    """Turn bad input (ValueError, OSError: spec, option, folder) into ``error: ...`` and exit
+    status 2, unless --debug; an interruption says where the finished units are."""
+    from .experiments.backends import BackendError
 
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (ValueError, OSError, BackendError) as error:
+        if debug or _STATE["debug"]:
+            raise
+        text = " ".join(str(error).split()) or type(error).__name__
+        typer.echo(f"error: {text}", err=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        if debug or _STATE["debug"]:
+            raise
+        where = f"; finished units are saved in {out}, run the same command to resume" \
+            if out is not None else ""
+        typer.echo(f"interrupted{where}", err=True)
+        raise typer.Exit(code=130) from None
+
+
+# ----------------------------------------------------------------------------- tables
 
 HEADER = (f"{'sampler':<15} {'class':>5} {'w':>8} {'n':>6} {'Q':>9} {'interval':>18} "
           f"{'k-hat':>6} {'top0.1%':>7} {'E[p]':>7} {'acc':>7} {'p down':>8} {'1/p(c)':>8}")
 
 
-def _parse_strengths(text: str | None) -> list[float] | None:
+def _number(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return format(value, spec)
+
+
+def _format_row(row: dict, extra: list[str] = ()) -> str:
+    decreased = row.get("frac_p_decreased")
+    decreased = "" if decreased is None else _number(decreased, ".4f")
+    flag = "" if row.get("q_reliable") else "  !"
+    swept = "  " + " ".join(f"{key}={row.get(key)}" for key in extra) if extra else ""
+    return (f"{row['sampler']:<15} {row['class']:>5} {row['w']:>8.4g} {row['n']:>6} "
+            f"{_number(row['q_mean'], '.4f'):>9} [{_number(row['q_low'], '.4f'):>7}, "
+            f"{_number(row['q_high'], '.4f'):>7}] {_number(row['pareto_khat'], '.2f'):>6} "
+            f"{_number(row['q_top_share'], '.4f'):>7} {_number(row['p_mean'], '.4f'):>7} "
+            f"{_number(row['accuracy'], '.4f'):>7} {decreased:>8} "
+            f"{_number(row.get('inv_prior'), '.4f'):>8}{flag}{swept}")
+
+
+def _extra_columns(spec) -> list[str]:
+    """Swept keys the table shows after the standard columns."""
+    return [key for key in spec.swept_keys if key not in ("class", "sampler.name")]
+
+
+def _print_warnings(rows: list[dict]) -> None:
+    warnings = sorted({(row["sampler"], row["class"], row["w"], text) for row in rows
+                       for text in (row.get("warnings") or "").split(" | ") if text})
+    for sampler, c, strength, text in warnings:
+        typer.echo(f"warning ({sampler}, class {c}, w = {strength:g}): {text}")
+    nonfinite = sum(row.get("n_nonfinite") or 0 for row in rows)
+    if nonfinite:
+        typer.echo(f"warning: {nonfinite} samples were non-finite; they were counted in "
+                   f"n_nonfinite and left out of every average")
+
+
+def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: bool,
+               report: bool, debug: bool, title: str) -> object:
+    """Run a resolved spec into ``out``, printing the table as units finish."""
+    from tqdm.auto import tqdm
+
+    from .experiments.backends import get_backend
+    from .experiments.runner import run_spec
+    from .experiments.store import ResultStore
+    from .experiments.units import expand_units
+
+    options = {"address": address} if backend == "ray" else {}
+    if address and backend != "ray":
+        raise ValueError("address: --address needs --backend ray")
+    backend_obj = get_backend(backend, **options)
+    extra = _extra_columns(spec)
+    store = ResultStore(out)
+    store.open(spec)  # a bad folder or another spec's results stop here, before any output
+    typer.echo(title)
+    typer.echo("w is Ho & Salimans' guidance strength (w = 0 unguided, CFG scale = 1 + w); "
+               "interval: see interval_method in the results; '!' marks an unreliable mean")
+    typer.echo(HEADER + ("  " + " ".join(extra) if extra else ""))
+    done = store.finished()
+    if done:
+        order = [unit.id for unit in expand_units(spec) if unit.id in done]
+        for row in store.read_rows(order):
+            typer.echo(_format_row(row, extra))
+
+    def on_unit(result) -> None:
+        for row in result.rows:
+            tqdm.write(_format_row(row, extra))
+
+    result = run_spec(spec, out, backend=backend_obj, progress=not quiet, on_unit=on_unit)
+    _print_warnings(result.rows)
+    computed, skipped = len(result.computed), len(result.skipped)
+    typer.echo(f"{len(result.units)} units ({computed} computed now, {skipped} already there) "
+               f"in {result.seconds:.1f} s")
+    typer.echo(f"  results (Parquet, one file per unit): {out / 'units'}")
+    typer.echo(f"  spec: {out / 'spec.toml'}")
+    typer.echo(f"  table: {result.csv}")
+    if report:
+        path = _write_report(out, debug)
+        if path is not None:
+            typer.echo(f"  report (HTML): {path}")
+    return result
+
+
+def _write_report(out: Path, debug: bool) -> Path | None:
+    try:
+        from .report import write_report
+    except ImportError:
+        return None
+    try:
+        return Path(write_report(out))
+    except Exception as error:  # the results are safe; the report can be rewritten
+        if debug or _STATE["debug"]:
+            raise
+        typer.echo(f"warning: the HTML report could not be written ({type(error).__name__}: "
+                   f"{error}); the results are complete, try `guidelab report {out}`",
+                   err=True)
+        return None
+
+
+# ----------------------------------------------------------------------------- spec
+
+@spec_app.command("list")
+def spec_list() -> None:
+    """The built-in study specs, with their descriptions."""
+    from .experiments.spec import builtin_specs
+
+    specs = builtin_specs()
+    width = max(map(len, specs), default=0)
+    for name, description in specs.items():
+        typer.echo(f"{name:<{width}}  {description}")
+
+
+@spec_app.command("show")
+def spec_show(
+    name: str = typer.Argument(..., help="A built-in spec name, or a spec file."),
+    resolved: bool = typer.Option(False, "--resolved", help="Print the resolved spec: every "
+                                  "default filled in, as a results folder records it."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key with --resolved: "
+                                   "key.path=TOML value."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Print a spec as TOML, to copy into a file, edit, and run with `guidelab run FILE`."""
+    from .experiments.spec import builtin_spec_text, builtin_specs, load_spec, spec_to_toml
+
+    with _errors(debug):
+        if resolved or set_:
+            typer.echo(spec_to_toml(load_spec(name, set_)), nl=False)
+        elif Path(name).is_file():
+            typer.echo(Path(name).read_text(), nl=False)
+        else:
+            if name not in builtin_specs():
+                raise ValueError(f"spec: unknown built-in spec {name!r}; expected one of "
+                                 f"{', '.join(builtin_specs())} (or a spec file)")
+            typer.echo(builtin_spec_text(name), nl=False)
+
+
+# ----------------------------------------------------------------------------- run, report
+
+@app.command("run")
+def run(
+    spec: str = typer.Argument(..., help="A spec file (TOML) or a built-in spec name."),
+    out: Path | None = typer.Option(None, "--out", help="Results folder (default "
+                                    "results/<spec name>). A rerun with the same spec "
+                                    "computes only the missing units."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=TOML value, "
+                                   "e.g. --set trials=400 --set 'sweep.w=[0, 1, 10]'. "
+                                   "Repeatable."),
+    backend: str = typer.Option("local", "--backend", help="local (this process) or ray."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to connect to "
+                                       "(default: start a local Ray instance)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Run a study: every unit of its sweep, stored in OUT as one Parquet file per unit."""
+    from .experiments.spec import load_spec
+
+    with _errors(debug, out):
+        resolved = load_spec(spec, set_)
+        out = out if out is not None else Path("results") / resolved.name
+        if backend not in ("local", "ray"):
+            raise ValueError(f"backend: expected local or ray, got {backend!r}")
+        _run_study(resolved, out, backend=backend, address=address, quiet=quiet,
+                   report=not no_report, debug=debug,
+                   title=f"{resolved.name}: {resolved.description}".rstrip(": "))
+
+
+@app.command("report")
+def report(
+    run_dir: Path = typer.Argument(..., help="A results folder written by `guidelab run`."),
+    out: Path | None = typer.Option(None, "--out", help="The HTML file to write (default "
+                                    "RUN_DIR/report.html)."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Write RUN_DIR/report.html (or --out): one self-contained page of plots and tables."""
+    with _errors(debug, None):
+        if not (run_dir / "spec.toml").is_file():
+            raise ValueError(f"run_dir: {run_dir} is not a results folder (no spec.toml)")
+        try:
+            from .report import write_report
+        except ImportError as error:
+            raise ValueError(f"report: the HTML report is not available ({error})") from None
+        typer.echo(f"wrote {write_report(run_dir, out=out)}")
+
+
+# ----------------------------------------------------------------------------- reproduce
+
+def _parse_list(text: str | None, kind, option: str) -> list | None:
     if text is None:
         return None
     try:
-        values = [float(part) for part in text.split(",") if part.strip()]
+        return [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}",
-                                 param_hint="--w") from None
-    if 0.0 not in values:
-        values = [0.0] + values
-    return values
+        noun = "numbers" if kind is float else "integers"
+        raise ValueError(f"{option}: expected comma-separated {noun}, got {text!r}") from None
 
 
 @reproduce.command("li-jiao-gmm")
 def li_jiao_gmm(
     out: Path = typer.Option(Path("results/li-jiao-gmm"), "--out",
-                             help="Folder for results.csv and q_vs_w.png."),
-    trials: int = typer.Option(10_000, "--trials", help="Samples per class and strength."),
-    steps: int = typer.Option(1000, "--steps", help="Sampler steps T."),
-    sampler: str = typer.Option("ddpm_type", "--sampler",
-                                help="ddpm_type, ddpm_ancestral, ddim, ode_euler, ode_heun or "
-                                     "euler_maruyama."),
-    schedule: str = typer.Option("li_jiao", "--schedule", help="li_jiao, linear or cosine."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-    seed: int = typer.Option(0, "--seed", help="Seed of all noise; every w shares it."),
+                             help="Results folder: units/*.parquet, results.csv, q_vs_w.png, "
+                                  "report.html."),
+    trials: int | None = typer.Option(None, "--trials",
+                                      help="Samples per class and strength [10000]."),
+    steps: int | None = typer.Option(None, "--steps", help="Sampler steps T [1000]."),
+    sampler: str | None = typer.Option(None, "--sampler",
+                                       help="ddpm_type, ddpm_ancestral, ddim, ode_euler, "
+                                            "ode_heun or euler_maruyama [ddpm_type]."),
+    schedule: str | None = typer.Option(None, "--schedule",
+                                        help="li_jiao, linear or cosine [li_jiao]."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1, auto [cpu]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of all noise; every w shares "
+                                    "it [0]."),
     w: str | None = typer.Option(None, "--w", help="Comma-separated strengths w (0 is always "
                                  "added). Default: 0 and 10 log-spaced values in [0.01, 10]."),
-    classes: str | None = typer.Option(None, "--classes", help="Comma-separated classes."),
+    classes: str | None = typer.Option(None, "--classes", help="Comma-separated classes "
+                                       "[all]."),
     allow_negative: bool = typer.Option(False, "--allow-negative",
                                         help="Accept w < 0 (guidance away from the class)."),
-    reference_steps: int = typer.Option(50, "--reference-steps",
-                                        help="Steps of the exact reverse kernel (w = 0)."),
+    reference_steps: int | None = typer.Option(None, "--reference-steps",
+                                               help="Steps of the exact reverse kernel at "
+                                                    "w = 0 [50]."),
     float64: bool = typer.Option(False, "--float64", help="Sample in float64."),
+    backend: str = typer.Option("local", "--backend", help="local or ray."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Q(w) = E[1/p(c|Y)] against guidance strength w on a 3-class Gaussian mixture in 2-D.
 
     Li & Jiao (arXiv 2505.01382): guidance lowers Q although some samples' p(c|Y) goes down.
-    Writes OUT/results.csv (one row per class and w, rewritten after each w) and
-    OUT/q_vs_w.png.
+    Runs the built-in spec li-jiao-gmm (`guidelab spec show li-jiao-gmm`) with these options
+    as overrides; writes OUT/units/*.parquet, OUT/results.csv, OUT/q_vs_w.png and
+    OUT/report.html.
     """
-    import torch
-
-    from .experiments import LiJiaoConfig, run_li_jiao_gmm
-    from .experiments.li_jiao_gmm import RESULT_COLUMNS, default_mixture, default_strengths
+    from .experiments.li_jiao_gmm import li_jiao_spec
     from .report.plots import plot_q_vs_w
 
-    try:
-        class_list = None if classes is None else [int(c) for c in classes.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {classes!r}",
-                                 param_hint="--classes") from None
-    config = LiJiaoConfig(trials=trials, steps=steps, sampler=sampler, schedule=schedule,
-                          strengths=_parse_strengths(w) or default_strengths(),
-                          classes=class_list, allow_negative=allow_negative,
-                          reference_steps=reference_steps, seed=seed, device=device,
-                          dtype=torch.float64 if float64 else torch.float32)
-    mixture = default_mixture()
-    try:
-        config.validate(mixture)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2) from None
-    typer.echo(f"li-jiao-gmm: {mixture}, sampler {sampler} ({schedule}, T = {steps}), "
-               f"{trials} trials per class and w, device {device}, seed {seed}")
-    typer.echo("w is Ho & Salimans' guidance strength (w = 0 unguided, CFG scale = 1 + w); "
-               "interval: see interval_method in results.csv; '!' marks an unreliable mean")
-    typer.echo(HEADER)
-    start = time.perf_counter()
-    rows = run_li_jiao_gmm(config, mixture=mixture, out_dir=out, progress=not quiet,
-                           on_row=lambda row: typer.echo(_format_row(row)))
-    figure = plot_q_vs_w(rows, out / "q_vs_w.png",
-                         title=f"Li-Jiao GMM experiment: {sampler}, T = {steps}, "
-                               f"{trials} trials")
-    warnings = sorted({(row["class"], row["w"], text) for row in rows
-                       for text in row.get("warnings", "").split(" | ") if text})
-    for c, strength, text in warnings:
-        typer.echo(f"warning (class {c}, w = {strength:g}): {text}")
-    nonfinite = sum(row["n_nonfinite"] for row in rows)
-    if nonfinite:
-        typer.echo(f"warning: {nonfinite} samples were non-finite; they were counted in "
-                   f"n_nonfinite and left out of every average")
-    typer.echo(f"wrote {out / 'results.csv'} ({len(rows)} rows, columns "
-               f"{', '.join(RESULT_COLUMNS[:11])}, ...) and {figure} "
-               f"in {time.perf_counter() - start:.1f} s")
-
+    with _errors(debug, out):
+        strengths = _parse_list(w, float, "--w")
+        class_list = _parse_list(classes, int, "--classes")
+        spec = li_jiao_spec(trials=trials, steps=steps, sampler=sampler, schedule=schedule,
+                            device=device, seed=seed, strengths=strengths, classes=class_list,
+                            allow_negative=allow_negative or None,
+                            reference_steps=reference_steps,
+                            dtype="float64" if float64 else None)
+        title = (f"li-jiao-gmm: {spec.distribution_object()}, sampler {spec.sampler.name} "
+                 f"({spec.sampler.schedule}, T = {spec.sampler.steps}), {spec.trials} trials "
+                 f"per class and w, device {spec.device}, seed {spec.seed}")
+        result = _run_study(spec, out, backend=backend, address=address, quiet=quiet,
+                            report=True, debug=debug, title=title)
+        figure = plot_q_vs_w(result.rows, out / "q_vs_w.png",
+                             title=f"Li-Jiao GMM experiment: {spec.sampler.name}, "
+                                   f"T = {spec.sampler.steps}, {spec.trials} trials")
+        typer.echo(f"  figure: {figure}")

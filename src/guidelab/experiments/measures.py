@@ -129,7 +129,8 @@ def clean_log_posterior(distribution, samples: torch.Tensor) -> torch.Tensor:
     r"""log p(c'|Y) of the clean distribution for every class, ``[n, C]`` float64 (CPU).
 
     Rows with a non-finite sample, and rows where the clean density is zero for every class
-    (a uniform box's outside), are NaN: the summaries count them in ``n_nonfinite``.
+    (a uniform box's outside), are NaN: the summaries count them in ``n_nonfinite``. A class
+    whose density is zero at y (p(c'|y) = 0) gets the most negative float64 rather than -inf.
 
     A Gaussian mixture uses its ``log_class_posterior`` (positive everywhere). Other families
     go through log p(c'|y) = log p(c') + log p(y|c') - logsumexp_c'' (log p(c'') +
@@ -150,8 +151,11 @@ def clean_log_posterior(distribution, samples: torch.Tensor) -> torch.Tensor:
     log_prior = torch.log(distribution.class_prior).to(y.device)  # [C]
     joint = torch.stack([distribution.log_prob(y, 1.0, 0.0, c) + log_prior[c]
                          for c in range(distribution.num_classes)], dim=1)  # [m, C]
-    out[finite.cpu()] = (joint - torch.logsumexp(joint, dim=1, keepdim=True)).cpu()
-    return out  # NaN where every class has zero density
+    log_posterior = joint - torch.logsumexp(joint, dim=1, keepdim=True)  # [m, C], NaN: no class
+    # p(c'|y) = 0 exactly (log = -inf) is a valid value, not a failed row: the most negative
+    # float64 keeps the row in the statistics (1/p(c|y) then overflows, honestly, to +inf)
+    out[finite.cpu()] = log_posterior.clamp_min(torch.finfo(torch.float64).min).cpu()
+    return out
 
 
 class ClassProbabilityOptions(BaseModel):

@@ -16,8 +16,12 @@ in any chunking, on any backend and in any order, gets the same bits.
 Each chunk and strength yields one record per metric (:mod:`guidelab.experiments.measures`);
 records of a unit's chunks are merged in row order, so a unit's result depends on its chunk size
 only through the rounding of merged moments, and not at all on the backend, the order of units
-or the number of workers. A CUDA out-of-memory error halves the chunk (with a message) and
-retries it: the rows, and so their noise, stay the same.
+or the number of workers. The samples themselves do not depend on the chunking either as long as
+chunk boundaries are multiples of 8 rows (vectorised CPU kernels treat a tensor's last few
+elements on a scalar path whose exp/log round differently; 8 rows of float32 fill whole vector
+registers): the default chunk sizes are powers of two. An out-of-memory error (CUDA's, or the
+CPU allocator's) halves the chunk, to a multiple of 8 rows, with a message, and retries it: the
+rows, and so their noise, stay the same.
 
 **The sampler** and its schedule come from :mod:`guidelab.samplers.registry`
 (``sampler_schedule(name, schedule, steps)``); the guidance rule is ``cfg``
@@ -177,6 +181,12 @@ def _sampler_call(settings: Spec, unit: Unit, distribution):
     return run, info.name, settings.sampler.steps, _schedule_label(schedule)
 
 
+def _halve(size: int) -> int:
+    """Half a chunk, kept a multiple of 8 rows while it is at least 16 (see module docstring)."""
+    half = size // 2
+    return max(1, half - half % 8 if half >= 8 else half)
+
+
 def _is_oom(error: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     return (oom is not None and isinstance(error, oom)) or (
@@ -232,13 +242,14 @@ def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
                                                       ws, start, stop, shape, device, dtype,
                                                       keep)
         except Exception as error:
-            if device.type != "cuda" or not _is_oom(error) or size == 1:
+            if not _is_oom(error) or size == 1:
                 raise
-            size = max(1, size // 2)
-            torch.cuda.empty_cache()
-            if log is not None:
-                log(f"unit {unit.id}: CUDA out of memory with {stop - start} rows a chunk; "
-                    f"retrying with {size}")
+            size = _halve(stop - start)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            message = (f"unit {unit.id}: out of memory with {stop - start} rows a chunk "
+                       f"({device}); retrying rows {start}.. with {size} rows a chunk")
+            (log or print)(message)
             continue
         for key, record in chunk_records.items():
             records[key] = record if key not in records else records[key].merge(record)
