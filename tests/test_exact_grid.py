@@ -16,8 +16,10 @@ import torch
 
 from guidelab import GaussianMixture, linear_schedule
 from guidelab.exact import (
+    EXACT_COLUMNS,
     Grid,
     default_grid,
+    exact_columns,
     grid_functionals,
     grid_reference,
     propagate_dense,
@@ -259,6 +261,17 @@ def test_grid_grows_when_mass_leaves():
                             max_mass_lost=1e-6)
     assert result.grid[0][0] < -3.0 and result.grid[0][-1] > 3.0
     assert result.mass_lost < 1e-6
+
+
+def test_exact_columns():
+    mixture = default_mixture()
+    columns = exact_columns(mixture, 0, 1.0, "ddpm_type", linear_schedule(5), points=17)
+    assert set(columns) == set(EXACT_COLUMNS)
+    assert columns["grid_q"] > 1 and columns["grid_points"] == "33x33"
+    result = grid_reference(mixture, 0, 1.0, "ddpm_type", linear_schedule(5), points=17)
+    assert columns["grid_q"] == result.q and columns["kl"] == result.kl
+    skipped = exact_columns(mixture, 0, 1.0, "exact_reverse", linear_schedule(5))
+    assert math.isnan(skipped["grid_q"]) and skipped["grid_points"] == ""
 
 
 def test_bad_arguments(heavy):
