@@ -12,18 +12,65 @@ D_k = alpha^2 lambda_k + sigma^2,
     log p_{k,t}(x)      = -1/2 [ sum_i y_{k,i}^2 / D_{k,i} + sum_i log D_{k,i} + d log 2 pi ],
     grad log p_{k,t}(x) = -U_k (y_k / D_k).
 
-Stacking the eigenbases into one ``[d, K d]`` matrix U, all y_k for a batch of N points are one
-matrix product x U - alpha (U^T mu) of shape ``[N, K d]``, and the mixture score
-sum_k r_k grad log p_{k,t} is a second one, (r * y / D) U^T. The cost is O(N K d^2) as two
-matrix products and O(N K d) elementwise work, never an ``[N, K, d, d]`` tensor. Differences are
-taken in the eigenbasis before scaling by 1/D, so small sigma costs no precision in the
-quadratic form.
+**Residual form** (any d, any dtype, per-row noise levels). Stacking the eigenbases into one
+``[d, K d]`` matrix U, all y_k for a batch of N points are one matrix product
+x U - alpha (U^T mu) of shape ``[N, K d]``, and the mixture score sum_k r_k grad log p_{k,t} is
+a second one, (r * y / D) U^T. The cost is O(N K d^2) as two matrix products and O(N K d)
+elementwise work, never an ``[N, K, d, d]`` tensor. Differences are taken in the eigenbasis
+before scaling by 1/D, so small sigma costs no precision in the quadratic form.
+
+**Quadratic features** (float32 points, d <= 4, one noise level shared by the rows). With
+P_k = C_k^{-1} = U_k diag(1/D_k) U_k^T and points and means centred on the mean of the means,
+x' = x - alpha mu_bar and m'_k = mu_k - mu_bar (no difference x - alpha mu_k changes),
+
+    log pi_k + log p_{k,t}(x) = -1/2 x'^T P_k x' + b_k^T x' + c_k,
+    b_k = alpha P_k m'_k,    c_k = log pi_k - 1/2 (sum_i log D_{k,i} + d log 2 pi) - 1/2 alpha m'_k^T b_k,
+
+is linear in the features phi(x') = [x'_i x'_j (all i, j), x'_i] (f = d^2 + d of them), so every
+component's log-joint is one ``[N, f] @ [f, K]`` product with W_k = [-1/2 vec P_k, b_k] plus c.
+The score is linear in the responsibilities as well,
+
+    sum_k r_k grad log p_{k,t}(x) = sum_k r_k b_k - (sum_k r_k P_k) x',
+
+a second product r @ [b_k, vec P_k] (``[N, d + d^2]``) and a d x d contraction per row, and the
+guided combination (1 + w) r^c - w r is taken on those ``[N, d + d^2]`` sums. Per component
+that is one multiply-add per feature and one exponential: no ``[N, K d]`` intermediate. The
+responsibilities are exponentials of the log-joints minus their row maximum, normalised by
+their sum, which the second product yields as an extra column (class sums with a column masked
+to the class); a row whose class sum would underflow (below 2^-100) is redone with the class's
+own maximum.
+
+**Precision of the expansion.** The expansion adds terms far larger than the log-density when
+|x'| is large relative to a component's width, and their rounding errors do not cancel. In a
+dtype of unit roundoff eps, forming the f features (one rounding each), rounding W and c, and
+the length-(f + 1) dot product give (first order, Higham's dot-product bound)
+
+    |delta L_k(x)| <= (f + 3) eps A_k(x),    A_k(x) = sum_j |phi_j(x')| |W_jk| + |c_k|
+                   <= A(x) = 1/2 S ||x'||_1^2 + beta ||x'||_1 + gamma,
+
+with S = max_{k,i,j} |P_{k,ij}|, beta = max_{k,i} |b_{k,i}|, gamma = max_k |c_k| at the level.
+Measured in float32 at unit-scale mixtures (K = 16 .. 1024, d = 2 and 4, sigma from 1 to
+1e-3), the log-joint errors were 2e-6 .. 5e-5 at typical points and up to 2e-3 ten times
+farther out, within (f + 3) eps A_k but 2x to 6x those of the residual form: float32
+expansion is not accurate enough. So the features and the first product are float64 (eps =
+2^-53; the product is a small share of the work) and only the exponentials and the second
+product are float32. A row takes the expansion when
+
+    (f + 3) 2^-53 A(x) <= tau = 2^-20,
+
+which keeps its log-joints within about 1e-6 of exact, so responsibilities within ~2e-6
+relative (the residual form's float32 log-joints are good to ~1e-5); the other rows, points
+more than ~10^4 component widths from the centre (sigma -> 0 with components of variance
+1e-9 at unit distance, or far-away points), use the residual form. Either way the score's own
+float32 error, about eps |x'| max_k ||P_k|| from the cancellation in P_k (x' - alpha m'_k),
+is that of the residual form.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+import math
 from typing import Any
 
 import torch
@@ -33,6 +80,12 @@ from .._validation import as_float64
 from .base import LOG_2PI, LabelledMixture
 
 __all__ = ["GaussianMixture", "NoisedComponents"]
+
+QUADRATIC_MAX_DIM = 4  # features grow as d^2: beyond d = 4 the residual form is cheaper
+EXPANSION_TOLERANCE = 2.0**-20  # tau: largest admitted bound on a log-joint's rounding error
+FLOAT64_ROUNDOFF = 2.0**-53
+LOG2_E = 1.0 / math.log(2)
+TINY_CLASS_TOTAL = 2.0**-100  # float32 class sums below this are redone with their own max
 
 
 @dataclass(frozen=True)
@@ -60,12 +113,22 @@ class GaussianMixture(LabelledMixture):
         weights: ``[K]`` non-negative weights pi_k, normalised internally.
         labels: ``[K]`` integer class labels; classes are 0..C-1, each with a component.
 
+    Attributes:
+        quadratic_features: evaluate float32 points at d <= 4 and a shared noise level with
+            quadratic features (module docstring); False forces the residual form everywhere
+            (kept for comparisons). Class attribute, True by default.
+        quadratic_chunk_elements: about how many N*K log-joints one chunk of the quadratic
+            path holds on the CPU (on accelerators ``gpu_chunk_elements``).
+
     Example:
         >>> gm = GaussianMixture(means=[[-1.0], [1.0]], covariances=[1.0, 1.0],
         ...                      weights=[0.5, 0.5], labels=[0, 1])
         >>> gm.class_posterior(torch.zeros(1, 1), alpha=0.5, sigma=0.75 ** 0.5)
         tensor([[0.5000, 0.5000]])
     """
+
+    quadratic_features: bool = True
+    quadratic_chunk_elements: int = 1 << 19
 
     def __init__(self, means, covariances, weights, labels):
         means = as_float64(means, "means")
@@ -112,6 +175,29 @@ class GaussianMixture(LabelledMixture):
             block_sum = torch.eye(K, dtype=torch.float64).repeat_interleave(d, dim=0)
             params["block_sum"] = block_sum.to(**cast).contiguous()  # [K d, K]
             params["block_sum_t"] = block_sum.T.to(**cast).contiguous()  # [K, K d]
+        if d <= QUADRATIC_MAX_DIM and dtype == torch.float32 and device.type in ("cpu", "cuda"):
+            f64 = {"device": device, "dtype": torch.float64}
+            center = self.means.mean(0)  # mu_bar, [d]
+            upper = torch.triu_indices(d, d)  # [2, d (d + 1) / 2]
+            ones = torch.arange(d + 1)
+            pairs = tuple(torch.cat([upper, torch.stack([ones[:d], torch.full((d,), d)]),
+                                     torch.tensor([[d], [d]])], 1).to(device))  # 2 x [p]
+            params["quadratic_base"] = {
+                "center": center.to(**f64),  # [d]
+                "centered_means": (self.means - center).to(**f64),  # m'_k, [K, d]
+                "eigvecs": self.eigvecs.to(**f64),  # [K, d, d]
+                "eigvals": self.eigvals.to(**f64),  # [K, d]
+                "log_weights": self.log_weights.to(**f64),  # [K]
+                # 1 on class c's components, one column a class: [K, C]
+                "class_mask_t": self._class_mask.T.to(**cast).contiguous(),
+                "class_mask": self._class_mask.to(**cast),  # [C, K]
+                # 0 on class c's components, -inf elsewhere: [K, C]
+                "class_log_mask_t": torch.zeros(K, self.num_classes, **f64).masked_fill_(
+                    ~self._class_mask.T.to(device), -math.inf),
+                # features u_i u_j (i <= j) of u = [x', 1], ordered [x'_i x'_j (i <= j), x', 1]
+                "pairs": pairs,
+                "pair_factor": torch.where(pairs[0] == pairs[1], 1.0, 2.0).to(**f64),  # [p]
+            }
         return params
 
     def _use_block_products(self) -> bool:
@@ -134,9 +220,44 @@ class GaussianMixture(LabelledMixture):
 
     def _level_params(self, alpha, sigma, params) -> dict[str, Any]:
         variances = torch.addcmul(sigma**2, alpha**2, params["eigvals"])  # D, [K d]
-        return {"shift": params["projected_means"] * -alpha,  # -alpha U^T mu, [K d]
-                "inv_variances": variances.reciprocal(),  # [K d]
-                "const": self._component_const(variances, params)}  # [K]
+        level = {"shift": params["projected_means"] * -alpha,  # -alpha U^T mu, [K d]
+                 "inv_variances": variances.reciprocal(),  # [K d]
+                 "const": self._component_const(variances, params)}  # [K]
+        if "quadratic_base" in params and self.quadratic_features:
+            level["quadratic"] = self._quadratic_level(alpha, sigma, params)
+        return level
+
+    def _quadratic_level(self, alpha, sigma, params) -> dict[str, Any]:
+        """Feature weights, score table and error-bound constants at one level (float64)."""
+        base = params["quadratic_base"]
+        K, d = self.num_components, self.dim
+        a, s = alpha.double(), sigma.double()
+        variances = torch.addcmul(s * s, a * a, base["eigvals"])  # D, [K, d]
+        vecs = base["eigvecs"]  # [K, d, d]
+        precision = (vecs / variances[:, None, :]) @ vecs.transpose(1, 2)  # P_k, [K, d, d]
+        linear = a * (precision @ base["centered_means"][:, :, None])  # b_k, [K, d, 1]
+        const = base["log_weights"] - 0.5 * (torch.log(variances).sum(1) + d * LOG_2PI) \
+            - 0.5 * a * (base["centered_means"] * linear[:, :, 0]).sum(1)  # c_k, [K]
+        # the log-joint is u^T Q_k u with u = [x', 1] and Q_k = [[-P_k / 2, b_k / 2],
+        # [b_k^T / 2, c_k]]: feature u_i u_j (i <= j) has weight Q_ii, or 2 Q_ij off the diagonal
+        quad_form = torch.cat([torch.cat([-0.5 * precision, 0.5 * linear], 2),
+                               torch.cat([0.5 * linear.transpose(1, 2), const[:, None, None]],
+                                         2)], 1)  # Q_k, [K, d + 1, d + 1]
+        first, second = base["pairs"]
+        weights = quad_form[:, first, second] * base["pair_factor"]  # [K, p]
+        # score numerators sum_k e_k [-P_k | b_k] u and the normaliser sum_k e_k
+        affine = torch.cat([-precision, linear], 2).reshape(K, d * (d + 1))  # [K, d (d + 1)]
+        table = torch.cat([affine, torch.ones_like(const)[:, None]], 1)  # [K, d (d + 1) + 1]
+        bound = torch.stack([precision.abs().amax(), linear.abs().amax(), const.abs().amax()])
+        return {
+            "shift": (a * base["center"])[:, None],  # alpha mu_bar, [d, 1]
+            # in base-2 units (log2 e W^T): exp2 is cheaper than exp on the CPU
+            "weights_t": (weights * LOG2_E).contiguous(),  # [K, p]
+            "table_t": table.T.to(params["basis"].dtype).contiguous(),  # [d (d + 1) + 1, K]
+            "bound": bound,  # S, beta, gamma
+            # largest admitted A(x): (f + 3) 2^-53 A <= tau with f = p features
+            "limit": EXPANSION_TOLERANCE / ((first.numel() + 3) * FLOAT64_ROUNDOFF),
+        }
 
     def _component_const(self, variances, params) -> torch.Tensor:
         """log pi_k - 1/2 (sum_i log D_ki + d log 2 pi); ``[(n,) K]``."""
@@ -144,6 +265,12 @@ class GaussianMixture(LabelledMixture):
         return params["log_weights"] - 0.5 * (log_det + self.dim * LOG_2PI)
 
     def _log_components(self, x, alpha, sigma, params):
+        if "quadratic" in params:
+            return self._quadratic_log_joint(x, alpha, sigma, params), None
+        return self._residual_log_components(x, alpha, sigma, params)
+
+    def _residual_log_components(self, x, alpha, sigma, params):
+        """Log-joints ``[n, K]`` and y / D ``[n, K d]`` in the eigenbases (residual form)."""
         if "const" in params:  # one level for every row, its terms computed once per call
             y = torch.addmm(params["shift"], x, params["basis"])  # [n, K d]
             scaled = y * params["inv_variances"]  # y / D, [n, K d]
@@ -171,6 +298,145 @@ class GaussianMixture(LabelledMixture):
         else:
             weighted = (aux.view(n, K, d) * weights[:, :, None]).view(n, K * d)  # [n, K d]
         return weighted @ params["neg_basis_t"]  # [n, d]
+
+    # ----------------------------------------------------------------- quadratic features
+
+    @staticmethod
+    def _expansion_ok(norm: torch.Tensor, quad) -> torch.Tensor:
+        """Rows where (f + 3) 2^-53 A(x) <= tau (module docstring), from ||x'||_1; bool."""
+        S, beta, gamma = quad["bound"]
+        return (0.5 * S * norm + beta) * norm + gamma <= quad["limit"]
+
+    def _features(self, x, quad, buffer=None) -> torch.Tensor:
+        """phi = [x'_i x'_j (i <= j), x', 1] with x' = x - alpha mu_bar in float64, one column
+        a row: ``[n, d] -> [p, n]``, p = (d + 1)(d + 2) / 2 (written into ``buffer``)."""
+        n, d = x.shape[0], self.dim
+        products = d * (d + 1) // 2
+        size = products + d + 1
+        if buffer is None:
+            buffer = torch.empty(size * n, dtype=torch.float64, device=x.device)
+        features = buffer[:size * n].view(size, n)  # [p, n]
+        coords = torch.sub(x.T, quad["shift"], out=features[products:products + d])  # [d, n]
+        start = 0
+        for i in range(d):  # x'_i x'_j for j >= i
+            torch.mul(coords[i], coords[i:], out=features[start:start + d - i])
+            start += d - i
+        features[-1].fill_(1.0)
+        return features
+
+    def _quadratic_log_joint(self, x, alpha, sigma, params) -> torch.Tensor:
+        """log pi_k + log p_{k,t}(x) from quadratic features, ``[n, K]`` in x's dtype."""
+        quad = params["quadratic"]
+        d = self.dim
+        features = self._features(x, quad)  # [p, n]
+        log_joint = (features.T @ quad["weights_t"].T).mul_(math.log(2))  # [n, K] float64
+        coords = features[d * (d + 1) // 2:-1]  # x', [d, n]
+        far = ~self._expansion_ok(coords.abs().sum(0), quad)  # [n]
+        if far.any():
+            rows = far.nonzero()[:, 0]  # [n_far]
+            log_joint[rows] = self._residual_log_components(
+                x[rows], alpha, sigma, params)[0].to(log_joint.dtype)  # [n_far, K]
+        return log_joint.to(x.dtype)
+
+    def _weighted_score_rows(self, x, alpha, sigma, c, strength, params) -> torch.Tensor:
+        quad = params.get("quadratic")
+        if quad is None:
+            return super()._weighted_score_rows(x, alpha, sigma, c, strength, params)
+        residual = {key: value for key, value in params.items() if key != "quadratic"}
+        # one bound for the whole batch first: ||x'||_1 <= d max|x| + ||alpha mu_bar||_1
+        reach = x.abs().amax() * self.dim + quad["shift"].abs().sum() if x.numel() else 0.0
+        if bool(self._expansion_ok(torch.as_tensor(reach), quad)):
+            near = None
+        else:
+            near = self._expansion_ok(torch.sub(x, quad["shift"].T).abs().sum(1), quad)  # [N]
+        out = torch.empty_like(x)  # [N, d]
+        redo = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # [N]
+        if near is None:
+            self._quadratic_score_rows(x, c, strength, params, out, redo)
+        else:
+            redo = ~near
+            rows = near.nonzero()[:, 0]
+            if rows.numel():
+                part, part_redo = torch.empty_like(x[rows]), torch.zeros_like(redo[rows])
+                self._quadratic_score_rows(x[rows], _take_rows(c, rows),
+                                           _take_rows(strength, rows), params, part, part_redo)
+                out[rows], redo[rows] = part, part_redo
+        if bool(redo.any()):  # far rows, and rows whose class sum underflowed
+            rows = redo.nonzero()[:, 0]
+            out[rows] = super()._weighted_score_rows(
+                x[rows], alpha, sigma, _take_rows(c, rows), _take_rows(strength, rows), residual)
+        return out
+
+    def _quadratic_chunks(self, n: int, device: torch.device):
+        budget = self.quadratic_chunk_elements if device.type == "cpu" \
+            else self.gpu_chunk_elements
+        rows = max(self.min_chunk_rows, budget // self.num_components)
+        for start in range(0, n, rows):
+            yield slice(start, min(n, start + rows))
+
+    def _quadratic_score_rows(self, x, c, strength, params, out, redo) -> None:
+        """Scores of rows within the expansion's bound into ``out`` ``[N, d]``; rows whose
+        class sum fell below TINY_CLASS_TOTAL are flagged in ``redo`` ``[N]``.
+
+        Works on the transposed layout (one column a row), in which every step is a wide
+        elementwise operation or a matrix product: u ``[d + 1, n]``, features ``[p, n]``,
+        log-joints ``[K, n]``, sums ``[m, n]``; the buffers are allocated once a call (fresh
+        multi-megabyte allocations a chunk cost more than the arithmetic at small K).
+        """
+        quad, base = params["quadratic"], params["quadratic_base"]
+        d, dtype, device = self.dim, x.dtype, x.device
+        weights_t, table_t = quad["weights_t"], quad["table_t"]  # [K, p], [m, K]
+        guided = strength is not None
+        if isinstance(c, int) and not guided:  # a class alone is a smaller mixture
+            index = params["class_index"][c]
+            weights_t, table_t = weights_t[index], table_t[:, index]
+        elif isinstance(c, int):  # [all components; class c's components]
+            table_t = torch.cat([table_t, table_t * base["class_mask"][c]], 0)  # [2 m, K]
+        m = d * (d + 1) + 1
+        groups = 2 if guided else 1
+        K, p = weights_t.shape
+        chunks = list(self._quadratic_chunks(x.shape[0], device))
+        if not chunks:
+            return
+        width = chunks[0].stop - chunks[0].start
+        f64 = {"dtype": torch.float64, "device": device}
+        work = {"features": torch.empty(p * width, **f64), "log_joint": torch.empty(K * width, **f64),
+                "expo": torch.empty(K * width, dtype=dtype, device=device),
+                "sums": torch.empty(groups * m * width, dtype=dtype, device=device)}
+        for rows in chunks:
+            n = rows.stop - rows.start
+            features = self._features(x[rows], quad, work["features"])  # [p, n] float64
+            log_joint = torch.mm(weights_t, features,
+                                 out=work["log_joint"][:K * n].view(K, n))  # log2 e L, [K, n]
+            cc = c[rows] if isinstance(c, torch.Tensor) else c
+            if isinstance(cc, torch.Tensor) and not guided:  # per-row classes (-inf: any base)
+                log_joint += base["class_log_mask_t"].index_select(1, cc)  # [K, n]
+            log_joint -= log_joint.amax(0)  # log2 e (L_k - max L), [K, n]
+            expo = work["expo"][:K * n].view(K, n).copy_(log_joint).exp2_()  # e_k, [K, n]
+            sums = work["sums"][:groups * m * n].view(groups * m, n)  # [g m, n]
+            if isinstance(cc, torch.Tensor) and guided:
+                torch.mm(table_t, expo, out=sums[:m])
+                class_expo = expo.mul_(base["class_mask_t"].index_select(1, cc))  # [K, n]
+                torch.mm(table_t, class_expo, out=sums[m:])
+            else:
+                torch.mm(table_t, expo, out=sums)
+            sums = sums.view(groups, m, n)  # [g, m, n]
+            coords = features[p - d - 1:p - 1].to(dtype)  # x', [d, n]
+            blocks = sums[:, :m - 1].view(groups, d, d + 1, n)  # [-P | b] sums, [g, d, d+1, n]
+            numer = blocks[:, :, d].clone()  # [g, d, n]
+            for j in range(d):
+                numer.addcmul_(blocks[:, :, j], coords[j])  # sum_k e_k (b_k - P_k x')
+            total = sums[:, m - 1]  # [g, n]
+            if not guided:
+                out[rows] = (numer[0] / total[0]).T
+                continue
+            w = strength if strength.ndim == 0 else strength[rows]  # [] or [n]
+            redo[rows] = total[1] < TINY_CLASS_TOTAL
+            # (1 + w) s^c - w s from the normalised sums
+            score = numer[1] * ((1 + w) / total[1]) - numer[0] * (w / total[0])  # [d, n]
+            out[rows] = score.T
+
+    # ----------------------------------------------------------------- the rest
 
     def _check_clean(self, alpha, sigma, what) -> None:
         return None  # positive-definite covariances: a density exists at sigma = 0
@@ -212,6 +478,13 @@ class GaussianMixture(LabelledMixture):
         return NoisedComponents(means=(alpha * self.means).to(**cast),
                                 eigvecs=self.eigvecs.to(**cast),
                                 variances=(alpha**2 * self.eigvals + sigma**2).to(**cast))
+
+
+def _take_rows(value, rows: torch.Tensor):
+    """value[rows] for per-row tensors; scalars, ints and None unchanged."""
+    if isinstance(value, torch.Tensor) and value.ndim >= 1:
+        return value[rows]
+    return value
 
 
 def _factor_covariances(covariances: torch.Tensor, num_components: int, dim: int):
