@@ -330,6 +330,18 @@ class LabelledMixture:
 
     def _weighted_score(self, x, alpha, sigma, c, strength) -> torch.Tensor:
         params = self._call_params(x, alpha, sigma)
+        out = self._weighted_score_rows(x, alpha, sigma, c, strength, params)
+        if not torch.isfinite(out).all():
+            raise FloatingPointError("score: the computation produced non-finite values "
+                                     "(overflow); the inputs are too extreme for this dtype")
+        return out
+
+    def _weighted_score_rows(self, x, alpha, sigma, c, strength, params) -> torch.Tensor:
+        """sum_k weights_k grad log p_{k,t}(x) chunk by chunk, unchecked; ``[N, d]``.
+
+        ``weights`` are r (c None), r^c, or (1 + w) r^c - w r (``strength`` w given);
+        families with a faster whole-batch evaluation override this.
+        """
         out = torch.empty_like(x)
         for rows in self._chunks(x.shape[0], x.device):
             a, s = self._take(alpha, rows), self._take(sigma, rows)
