@@ -17,7 +17,8 @@ conditional and unconditional passes batched into one network call versus two ca
   overhead (Python, operator dispatch, small kernels) dominates: small N; at large N both do
   the same arithmetic and the ratio tends to 1.
 
-float32, one process, best of ``--repeats`` timed runs after a warm-up.
+float32, one process, best of ``--repeats`` timed runs after a warm-up (the two sampling
+methods interleaved run by run, so both see the same background load).
 
     python benchmarks/learned.py                  # CPU
     python benchmarks/learned.py --device cuda    # on a GPU
@@ -41,9 +42,9 @@ STRENGTH = 2.0  # w
 # (name, network factory, sample shape, N for sampling)
 SAMPLING_CASES = [
     ("MLP d=2 H=256x3", lambda: MLPDenoiser(2, 4, hidden=256, depth=3), (2,), 64),
-    ("MLP d=2 H=256x3", lambda: MLPDenoiser(2, 4, hidden=256, depth=3), (2,), 4096),
+    ("MLP d=2 H=256x3", lambda: MLPDenoiser(2, 4, hidden=256, depth=3), (2,), 1024),
     ("Conv 8x8 W=32", lambda: ConvDenoiser(10, width=32), (1, 8, 8), 16),
-    ("Conv 8x8 W=32", lambda: ConvDenoiser(10, width=32), (1, 8, 8), 256),
+    ("Conv 8x8 W=32", lambda: ConvDenoiser(10, width=32), (1, 8, 8), 128),
 ]
 
 
@@ -98,6 +99,8 @@ def time_sampling(score_fn, steps: int, n: int, shape, device, seed: int = 1) ->
 
 
 def time_guided(args) -> list[dict]:
+    """Best of ``repeats`` runs of each method, the methods interleaved run by run (ABAB...)
+    so that both see the same background load on a shared machine."""
     device = torch.device(args.device)
     rows = []
     for name, factory, shape, n in SAMPLING_CASES:
@@ -106,19 +109,22 @@ def time_guided(args) -> list[dict]:
         rule = ClassifierFreeGuidance(model, c=1, strength=STRENGTH)
         methods = {"two calls": lambda x, a, s, rule=rule: rule.two_call(x, a, s, STRENGTH),
                    "one call": rule}
-        rates = {}
-        for method, score_fn in methods.items():
+        best = dict.fromkeys(methods, math.inf)
+        for score_fn in methods.values():
             time_sampling(score_fn, args.warmup, n, shape, device)
-            seconds = min(time_sampling(score_fn, args.steps, n, shape, device)
-                          for _ in range(args.repeats))
-            rates[method] = n * args.steps / seconds
+        for _ in range(args.repeats):
+            for method, score_fn in methods.items():
+                best[method] = min(best[method],
+                                   time_sampling(score_fn, args.steps, n, shape, device))
+        for method in methods:
+            rate = n * args.steps / best[method]
             rows.append({"case": name, "method": method, "N": n, "steps": args.steps,
-                         "seconds": seconds, "rate": rates[method],
-                         "ratio": rates[method] / rates["two calls"]})
+                         "seconds": best[method], "rate": rate,
+                         "ratio": rate / (n * args.steps / best["two calls"])})
     return rows
 
 
-def print_tables(training: list[dict], sampling: list[dict], args) -> None:
+def print_training(training: list[dict], args) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     print(f"# learned models, float32, device={args.device}, torch {torch.__version__}, "
           f"threads={torch.get_num_threads()}, load average {load:.2f}, "
@@ -129,7 +135,10 @@ def print_tables(training: list[dict], sampling: list[dict], args) -> None:
     for row in training:
         print(f"{row['case']:<16} {row['batch']:>6} {row['steps']:>6} {row['seconds']:>8.3f} "
               f"{row['rate']:>9.1f}")
-    print()
+    print(flush=True)
+
+
+def print_sampling(sampling: list[dict]) -> None:
     header = (f"{'guided ddpm_type':<16} {'method':<9} {'N':>6} {'steps':>5} {'seconds':>8} "
               f"{'sample-steps/s':>14} {'ratio':>6}")
     print(f"# CFG w = {STRENGTH}: cond + uncond in one network call vs two calls")
@@ -138,15 +147,17 @@ def print_tables(training: list[dict], sampling: list[dict], args) -> None:
     for row in sampling:
         print(f"{row['case']:<16} {row['method']:<9} {row['N']:>6} {row['steps']:>5} "
               f"{row['seconds']:>8.3f} {row['rate']:>14.3e} {row['ratio']:>6.2f}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    print(f"# load average at the end {load:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--steps", type=int, default=100, help="timed sampler steps")
-    parser.add_argument("--train-steps", type=int, default=100, help="timed training steps")
+    parser.add_argument("--steps", type=int, default=20, help="timed sampler steps")
+    parser.add_argument("--train-steps", type=int, default=50, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up steps")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs, best kept")
     parser.add_argument("--n", type=int, default=None, help="override N of every case")
     parser.add_argument("--batch", type=int, default=None, help="override training batch")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -155,7 +166,8 @@ def main() -> None:
         parser.error("--device cuda: CUDA is not available")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print_tables(time_training(args), time_guided(args), args)
+    print_training(time_training(args), args)
+    print_sampling(time_guided(args))
 
 
 if __name__ == "__main__":

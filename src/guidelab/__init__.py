@@ -5,6 +5,7 @@ variance preserving; the guided score is s^w(x|c) = s(x|c) + w (s(x|c) - s(x)), 
 unguided conditional sampling and the common "CFG scale" is 1 + w.
 """
 
+from . import models
 from .distributions import (
     EmpiricalMixture,
     GaussianMixture,
@@ -38,5 +39,6 @@ __all__ = [
     "SAMPLERS",
     "SampleResult",
     "exact_reverse",
+    "models",
 ]
 __version__ = "0.1.0"
