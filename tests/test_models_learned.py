@@ -191,3 +191,17 @@ def test_non_finite_outputs_are_raised_not_returned():
     torch.nn.init.normal_(finite.network.output.weight)
     with pytest.raises(ValueError, match="^x"):
         finite.score(torch.tensor([[float("nan"), 0.0]]), 0.6, 0.8, 1)
+
+
+def test_flat_family_draws_train_an_image_network():
+    from guidelab import EmpiricalMixture
+
+    g = torch.Generator().manual_seed(0)
+    points = torch.randn(20, 64, generator=g, dtype=torch.float64)
+    family = EmpiricalMixture(points, torch.arange(20) % 2, bandwidth=0.3)
+    net = ConvDenoiser(2, width=8)
+    report = train_denoiser(net, family, steps=2, batch_size=4, progress=False, device="cpu")
+    assert report.steps == 2
+    with pytest.raises(ValueError, match="^data"):
+        train_denoiser(ConvDenoiser(2, width=8, size=4), family, steps=1, progress=False,
+                       device="cpu")

@@ -23,8 +23,9 @@ minimised by the noised class posterior p_t(c | x).
 first 5% of steps and cosine decay to 0, gradient norm clipped at ``grad_clip``.
 
 **Data.** Either an exact family with ``sample(n, c, generator, device, dtype)`` and
-``class_prior`` (classes drawn from the prior, then exact draws: a fresh batch every step), or
-a tensor data set ``[M, ...]`` with integer labels ``[M]`` (rows drawn uniformly with
+``class_prior`` (classes drawn from the prior, then exact draws: a fresh batch every step;
+draws ``[B, d]`` are reshaped to an image network's ``[B, C, H, W]`` when C H W = d), or a
+tensor data set ``[M, ...]`` with integer labels ``[M]`` (rows drawn uniformly with
 replacement).
 
 **Reproducibility.** Every random number (classes, rows, levels, noise, dropout) comes from one
@@ -174,9 +175,13 @@ class _Batches:
                 raise ValueError("data: expected finite values")
             self.data = data.to(device=device, dtype=dtype)
             self.labels = labels.to(device=device, dtype=torch.int64)
+        self.shape = None  # reshape family draws [B, d] to the network's [B, *shape]
         if shape is not None:
             trailing = tuple(self.data.shape[1:]) if self.family is None else (self.family.dim,)
-            if trailing != tuple(shape):
+            if self.family is not None and trailing != tuple(shape) \
+                    and math.prod(shape) == self.family.dim:
+                self.shape = tuple(shape)
+            elif trailing != tuple(shape):
                 raise ValueError(f"data: rows of shape {list(trailing)} do not fit the network's "
                                  f"input shape {list(shape)}")
 
@@ -186,6 +191,8 @@ class _Batches:
                                        generator=self.generator)  # [B]
             x0 = self.family.sample(batch_size, labels, generator=self.generator,
                                     device=self.device, dtype=self.dtype)  # [B, d]
+            if self.shape is not None:
+                x0 = x0.reshape(batch_size, *self.shape)  # [B, *shape]
             return x0, labels
         index = torch.randint(self.data.shape[0], (batch_size,), generator=self.generator,
                               device=self.device)  # [B]
