@@ -298,3 +298,149 @@ def test_cuda_matches_float64_cpu(mixture3d):
     assert ((gpu - reference).norm() / reference.norm()) < 1e-5
     samples = mixture3d.sample(10, c=1, device="cuda")
     assert samples.device.type == "cuda"
+
+
+# ----------------------------------------------------------------- float32 quadratic features
+# At d <= 4, float32 points and one noise level, the score comes from quadratic features
+# (gaussian_mixture module docstring): float64 log-joints phi(x') @ W, float32 exponentials and
+# a float32 product for the sums. Error model, checked below against float64 references:
+# * log-joints: within tau = 2^-20 (the expansion's bound, checked per row) plus the float32
+#   rounding of L - max L before exp2 (about 16 u for the components that matter), u = 2^-24;
+# * sums: the product sum_k e_k [b_k | -P_k] and the contraction with x' round terms of size
+#   Gamma(x) = sum_k r_k ||P_k|| (|x'| + alpha |m'_k|), which cancel down to the score: error
+#   at most (K + 4) u Gamma for a K-term float32 sum, doubled for the guided combination;
+# * a log-joint error delta moves sum_k r_k g_k by at most 2 delta sum_k r_k |g_k - s|.
+# So |s32 - s64| <= 2 (K + 4) u Gamma + 4 tau spread. Rows beyond the bound take the residual
+# form, whose float32 error obeys the same bound at the points used here. The kernel sees
+# alpha and sigma rounded to float32, so the references use those rounded values.
+
+U32 = 2.0**-24
+
+
+def narrow_mixture():
+    """d = 2, K = 4, two classes; a narrow component (variance 1e-6) and anisotropic ones."""
+    turn = torch.tensor([[math.cos(0.5), -math.sin(0.5)], [math.sin(0.5), math.cos(0.5)]],
+                        dtype=torch.float64)
+    covs = torch.stack([turn @ torch.diag(torch.tensor([0.5, 0.02], dtype=torch.float64))
+                        @ turn.T,
+                        torch.eye(2, dtype=torch.float64) * 1e-6,
+                        torch.diag(torch.tensor([0.3, 0.1], dtype=torch.float64)),
+                        torch.eye(2, dtype=torch.float64) * 0.05])
+    means = torch.tensor([[-2.0, 0.5], [0.0, 1.0], [2.5, -1.0], [1.0, 2.0]], dtype=torch.float64)
+    return GaussianMixture(means, covs, [0.3, 0.2, 0.3, 0.2], [0, 1, 1, 0])
+
+
+def float32_level(sigma):
+    alpha = math.sqrt(1 - sigma**2)
+    return alpha, sigma, float(torch.tensor(alpha, dtype=torch.float32)), \
+        float(torch.tensor(sigma, dtype=torch.float32))
+
+
+def score_scales(gm, x, alpha, sigma, c=None):
+    """Gamma(x) and spread(x) = sum_k r_k |g_k - s| of the error model, in float64."""
+    covs = noised_covariances(gm, alpha, sigma)
+    precision = torch.linalg.inv(covs)  # [K, d, d]
+    diff = x[:, None, :] - alpha * gm.means  # [n, K, d]
+    grads = -(precision @ diff[..., None])[..., 0]  # g_k, [n, K, d]
+    log_joint = torch.stack([math.log(gm.weights[k]) + torch.from_numpy(
+        scipy.stats.multivariate_normal(alpha * gm.means[k].numpy(), covs[k].numpy())
+        .logpdf(x.numpy())).reshape(-1) for k in range(gm.num_components)], 1)  # [n, K]
+    if c is not None:
+        log_joint = log_joint.masked_fill(gm.labels != c, -math.inf)
+    resp = torch.softmax(log_joint, 1)  # [n, K]
+    score = (resp[..., None] * grads).sum(1)  # [n, d]
+    centre = gm.means.mean(0)
+    size = torch.linalg.matrix_norm(precision, ord=2) * (
+        (x - alpha * centre).norm(dim=1)[:, None] + alpha * (gm.means - centre).norm(dim=1))
+    return (resp * size).sum(1), (resp * (grads - score[:, None]).norm(dim=2)).sum(1)
+
+
+def probe_points(gm, sigma, seed):
+    """Typical points of the noised mixture, and the same pushed 10 to 1000 units out."""
+    g = torch.Generator().manual_seed(seed)
+    alpha = math.sqrt(1 - sigma**2)
+    typical = alpha * gm.sample(200, generator=g, dtype=torch.float64) \
+        + sigma * torch.randn(200, 2, generator=g, dtype=torch.float64)
+    direction = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    direction /= direction.norm(dim=1, keepdim=True)
+    far = typical + direction * torch.logspace(1, 3, 200, dtype=torch.float64)[:, None]
+    return torch.cat([typical, far]).float()
+
+
+@pytest.mark.parametrize("sigma", [0.6, 1e-2, 1e-3, 0.0])
+def test_float32_quadratic_kernel_matches_float64(sigma):
+    from guidelab.distributions.gaussian_mixture import EXPANSION_TOLERANCE as tau
+
+    gm = narrow_mixture()
+    alpha, sigma, a32, s32 = float32_level(sigma)
+    x = probe_points(gm, sigma, seed=11)  # float32
+    x64 = x.double()
+    K, w = gm.num_components, 2.0
+    for c in [None, 1]:
+        gamma, spread = score_scales(gm, x64, a32, s32, c)
+        reference = autograd_score(gm, x64, a32, s32, c)
+        error = (gm.score(x, alpha, sigma, c).double() - reference).norm(dim=1)
+        assert (error <= 2 * (K + 4) * U32 * gamma + 4 * tau * spread).all()
+    gamma_c, spread_c = score_scales(gm, x64, a32, s32, 1)
+    gamma_u, spread_u = score_scales(gm, x64, a32, s32)
+    reference = (1 + w) * autograd_score(gm, x64, a32, s32, 1) \
+        - w * autograd_score(gm, x64, a32, s32)
+    error = (gm.guided_score(x, alpha, sigma, 1, w).double() - reference).norm(dim=1)
+    bound = 2 * (K + 4) * U32 * ((1 + w) * gamma_c + w * gamma_u) \
+        + 4 * tau * ((1 + w) * spread_c + w * spread_u)
+    assert (error <= bound).all()
+    # log-densities: tau plus float32 rounding of the output (log p reaches -1e12 far out)
+    log_p = scipy_log_prob(gm, x64, a32, s32)
+    assert ((gm.log_prob(x, alpha, sigma).double() - log_p).abs()
+            <= 2 * tau + 16 * U32 * (log_p.abs() + 1)).all()
+
+
+def test_quadratic_kernel_bound_and_fallback(monkeypatch):
+    from guidelab.distributions import base
+    from guidelab.distributions.gaussian_mixture import EXPANSION_TOLERANCE as tau
+    from guidelab.distributions.gaussian_mixture import LOG2_E
+
+    gm = narrow_mixture()
+    residual_rows = []
+    inner = base.LabelledMixture._weighted_score_rows
+
+    def spy(self, x, *args):
+        residual_rows.append(x.shape[0])
+        return inner(self, x, *args)
+
+    monkeypatch.setattr(base.LabelledMixture, "_weighted_score_rows", spy)
+    for sigma in [0.6, 1e-3, 0.0]:
+        alpha, sigma, a32, s32 = float32_level(sigma)
+        x = probe_points(gm, sigma, seed=12)
+        params = gm._call_params(x, torch.tensor(alpha, dtype=torch.float32),
+                                 torch.tensor(sigma, dtype=torch.float32))
+        quad = params["quadratic"]
+        features = gm._features(x, quad)  # [p, n]
+        coords = features[3:5]  # x', [d, n]
+        accepted = gm._expansion_ok(coords.abs().sum(0), quad)  # [n]
+        # the criterion is conservative: the exact bound sum_j |phi_j| |W_jk| of every
+        # component is within it on accepted rows
+        exact = (features.abs().T @ (quad["weights_t"].abs() / LOG2_E).T).amax(1)  # [n]
+        assert ((features.shape[0] + 3) * 2.0**-53 * exact[accepted] <= tau).all()
+        residual_rows.clear()
+        gm.score(x, alpha, sigma)
+        assert sum(residual_rows) == int((~accepted).sum())
+        if sigma == 0.6:
+            assert accepted.all()  # broad components: the expansion holds 1000 units out
+        else:
+            assert (~accepted[200:]).sum() > 50 and accepted[:200].all()
+    # guidance toward class 1 four units out along class 0's long axis: class 1's log-sum is
+    # ~92 below the row's (its float32 sum e^-92 < 2^-100), so those rows take the residual form
+    alpha, sigma, a32, s32 = float32_level(1e-3)
+    axis = torch.tensor([math.cos(0.5), math.sin(0.5)], dtype=torch.float64)
+    x = (alpha * (gm.means[0] - 4 * axis) + 0.01 * torch.randn(
+        50, 2, generator=torch.Generator().manual_seed(13), dtype=torch.float64)).float()
+    gap = scipy_log_prob(gm, x.double(), a32, s32) \
+        - scipy_log_prob(gm, x.double(), a32, s32, 1) - math.log(gm.class_prior[1])
+    assert (gap > 100 * math.log(2)).all()
+    residual_rows.clear()
+    guided = gm.guided_score(x, alpha, sigma, 1, 2.0)
+    assert sum(residual_rows) == 50
+    reference = 3.0 * autograd_score(gm, x.double(), a32, s32, 1) \
+        - 2.0 * autograd_score(gm, x.double(), a32, s32)
+    assert ((guided.double() - reference).norm(dim=1) <= 1e-5 * reference.norm(dim=1)).all()

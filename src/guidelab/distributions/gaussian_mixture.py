@@ -23,54 +23,56 @@ before scaling by 1/D, so small sigma costs no precision in the quadratic form.
 P_k = C_k^{-1} = U_k diag(1/D_k) U_k^T and points and means centred on the mean of the means,
 x' = x - alpha mu_bar and m'_k = mu_k - mu_bar (no difference x - alpha mu_k changes),
 
-    log pi_k + log p_{k,t}(x) = -1/2 x'^T P_k x' + b_k^T x' + c_k,
-    b_k = alpha P_k m'_k,    c_k = log pi_k - 1/2 (sum_i log D_{k,i} + d log 2 pi) - 1/2 alpha m'_k^T b_k,
+    log pi_k + log p_{k,t}(x) = -1/2 x'^T P_k x' + b_k^T x' + c_k,      b_k = alpha P_k m'_k,
+    c_k = log pi_k - 1/2 (sum_i log D_{k,i} + d log 2 pi) - 1/2 alpha m'_k^T b_k.
 
-is linear in the features phi(x') = [x'_i x'_j (all i, j), x'_i] (f = d^2 + d of them), so every
-component's log-joint is one ``[N, f] @ [f, K]`` product with W_k = [-1/2 vec P_k, b_k] plus c.
-The score is linear in the responsibilities as well,
+With u = [x', 1] this is u^T Q_k u, linear in the p = (d + 1)(d + 2)/2 features
+phi = [x'_i x'_j (i <= j), x', 1], so the log-joints of all K components are one product
+W phi (``[K, p] @ [p, N]``). The score is linear in the responsibilities too,
 
-    sum_k r_k grad log p_{k,t}(x) = sum_k r_k b_k - (sum_k r_k P_k) x',
+    sum_k r_k grad log p_{k,t}(x) = sum_k r_k (b_k - P_k x'),
 
-a second product r @ [b_k, vec P_k] (``[N, d + d^2]``) and a d x d contraction per row, and the
-guided combination (1 + w) r^c - w r is taken on those ``[N, d + d^2]`` sums. Per component
-that is one multiply-add per feature and one exponential: no ``[N, K d]`` intermediate. The
-responsibilities are exponentials of the log-joints minus their row maximum, normalised by
-their sum, which the second product yields as an extra column (class sums with a column masked
-to the class); a row whose class sum would underflow (below 2^-100) is redone with the class's
-own maximum.
+so with e_k = exp(L_k - max_j L_j) a second product sum_k e_k [-P_k | b_k | 1]
+(``[d (d + 1) + 1, K] @ [K, N]``) gives every row's sums and normaliser, and a (d + 1)-term
+contraction with u per row finishes it. The guided combination (1 + w) r^c - w r is taken on
+those sums: one more block of rows in the second product, masked to class c. Per component
+that is p multiply-adds, one exponential and d (d + 1) + 1 multiply-adds: no ``[N, K d]``
+intermediate. Everything runs with one column per point (``[K, N]`` and ``[p, N]`` layouts), in
+which each step is a wide elementwise operation or a matrix product, and the exponentials are
+exp2 of log-joints in base 2 (cheaper than exp on the CPU). A row whose class sum underflows
+(below 2^-100: class c's log-joints all ~70 below the row's maximum) is redone in the residual
+form, which normalises within the class.
 
 **Precision of the expansion.** The expansion adds terms far larger than the log-density when
 |x'| is large relative to a component's width, and their rounding errors do not cancel. In a
-dtype of unit roundoff eps, forming the f features (one rounding each), rounding W and c, and
-the length-(f + 1) dot product give (first order, Higham's dot-product bound)
+dtype of unit roundoff eps, forming the p features (one rounding each), rounding W, and the
+length-p dot product give (first order, Higham's dot-product bound)
 
-    |delta L_k(x)| <= (f + 3) eps A_k(x),    A_k(x) = sum_j |phi_j(x')| |W_jk| + |c_k|
+    |delta L_k(x)| <= (p + 3) eps A_k(x),    A_k(x) = sum_j |phi_j(x')| |W_kj|
                    <= A(x) = 1/2 S ||x'||_1^2 + beta ||x'||_1 + gamma,
 
 with S = max_{k,i,j} |P_{k,ij}|, beta = max_{k,i} |b_{k,i}|, gamma = max_k |c_k| at the level.
-Measured in float32 at unit-scale mixtures (K = 16 .. 1024, d = 2 and 4, sigma from 1 to
+Measured in float32 on unit-scale mixtures (K = 16 .. 1024, d = 2 and 4, sigma from 1 to
 1e-3), the log-joint errors were 2e-6 .. 5e-5 at typical points and up to 2e-3 ten times
-farther out, within (f + 3) eps A_k but 2x to 6x those of the residual form: float32
-expansion is not accurate enough. So the features and the first product are float64 (eps =
-2^-53; the product is a small share of the work) and only the exponentials and the second
-product are float32. A row takes the expansion when
+farther out: within (p + 3) eps A_k, but 2x to 6x those of the residual form, so a float32
+expansion is not accurate enough. The features and the first product are therefore float64
+(eps = 2^-53; a small share of the work) and only the exponentials and the second product are
+float32. A row takes the expansion when
 
-    (f + 3) 2^-53 A(x) <= tau = 2^-20,
+    (p + 3) 2^-53 A(x) <= tau = 2^-20,
 
-which keeps its log-joints within about 1e-6 of exact, so responsibilities within ~2e-6
-relative (the residual form's float32 log-joints are good to ~1e-5); the other rows, points
-more than ~10^4 component widths from the centre (sigma -> 0 with components of variance
-1e-9 at unit distance, or far-away points), use the residual form. Either way the score's own
-float32 error, about eps |x'| max_k ||P_k|| from the cancellation in P_k (x' - alpha m'_k),
-is that of the residual form.
+which keeps its log-joints within ~1e-6 (responsibilities within ~2e-6 relative, better than
+the ~1e-5 of the residual form's float32 log-joints); other rows, points ~10^4 component
+widths or more from the centre (far-away points, or sigma -> 0 with components of variance
+1e-9 at unit distance), use the residual form. Either way the score's own float32 error,
+about eps sum_k r_k ||P_k|| (|x'| + alpha |m'_k|) from the cancellation in b_k - P_k x', is
+that of the residual form's y_k = U_k^T (x - alpha mu_k).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-import math
 from typing import Any
 
 import torch
@@ -255,7 +257,7 @@ class GaussianMixture(LabelledMixture):
             "weights_t": (weights * LOG2_E).contiguous(),  # [K, p]
             "table_t": table.T.to(params["basis"].dtype).contiguous(),  # [d (d + 1) + 1, K]
             "bound": bound,  # S, beta, gamma
-            # largest admitted A(x): (f + 3) 2^-53 A <= tau with f = p features
+            # largest admitted A(x): (p + 3) 2^-53 A <= tau
             "limit": EXPANSION_TOLERANCE / ((first.numel() + 3) * FLOAT64_ROUNDOFF),
         }
 
@@ -400,7 +402,8 @@ class GaussianMixture(LabelledMixture):
             return
         width = chunks[0].stop - chunks[0].start
         f64 = {"dtype": torch.float64, "device": device}
-        work = {"features": torch.empty(p * width, **f64), "log_joint": torch.empty(K * width, **f64),
+        work = {"features": torch.empty(p * width, **f64),
+                "log_joint": torch.empty(K * width, **f64),
                 "expo": torch.empty(K * width, dtype=dtype, device=device),
                 "sums": torch.empty(groups * m * width, dtype=dtype, device=device)}
         for rows in chunks:
