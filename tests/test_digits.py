@@ -192,3 +192,23 @@ def test_config_rejects_bad_values():
         DigitsConfig(steps=4).validate()  # the li_jiao schedule needs 4 log T / T < 1
     with pytest.raises(ValueError, match="^guidance"):
         DigitsConfig(guidance=("cfg", "other")).validate()
+
+
+def test_command_line_runs_and_reports_bad_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from guidelab.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "out"
+    args = ["reproduce", "li-jiao-digits", "--out", str(out), "--trials", "3", "--w", "1",
+            "--steps", "10", "--denoiser-steps", "2", "--classifier-steps", "2",
+            "--models", "network", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "network  classifier     1" in result.output
+    for name in ("results.csv", "calibration.json", "q_vs_w.png", "samples.png",
+                 "reliability.png"):
+        assert (out / name).exists()
+    bad = runner.invoke(app, [*args[:-1], "--trials", "0"])
+    assert bad.exit_code == 2 and "trials" in bad.output
