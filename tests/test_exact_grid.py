@@ -225,7 +225,7 @@ def test_deterministic_sampler_on_the_grid_matches_its_samples(heavy):
     uses the change of variables. Its Q and E[p] agree with Monte Carlo through the same map."""
     schedule = linear_schedule(30)
     result = grid_reference(heavy, 0, 1.0, "ddim", schedule, points=513)
-    assert result.folded == 0
+    assert result.folded_mass < 1e-15  # the Euler map may fold only in the far tails
     n = 20_000
     x_init = torch.randn(n, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     samples = SAMPLERS["ddim"](ClassifierFreeGuidance(heavy, 0, strength=1.0), schedule,

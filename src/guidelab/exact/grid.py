@@ -59,6 +59,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -256,34 +257,37 @@ def gaussian_kernel(variance: float, truncate: float = 12.0) -> torch.Tensor:
     r"""A discrete Gaussian kernel ``[2R + 1]`` (float64, CPU, sums to 1) of variance exactly
     ``variance`` (grid units squared), R = ceil(truncate sqrt(variance)).
 
-    Weights exp(-i^2 / (2 tau^2)) / Z; for variance >= 9 tau^2 = variance (the sampled
-    Gaussian's variance differs by a relative 1e-70), below that tau is solved for so that
-    sum_i i^2 k_i = variance (the sampled variance increases with tau).
+    Weights exp(-i^2 / (2 tau^2)) / Z. By Poisson summation the sampled Gaussian's variance is
+    tau^2 (1 - O(tau^2 exp(-2 pi^2 tau^2))), a relative 1e-15 at tau^2 = 2, so for
+    variance >= 2 tau^2 = variance; below that tau^2 is solved for (bisection on the sampled
+    variance, which increases with tau^2).
+
+    The truncation at R costs nothing as long as the law being convolved changes by much less
+    than exp(truncate^2 / 2) over R: its log-slope L must satisfy L sqrt(variance) h << 12
+    (about 0.5 at most in the samplers' late steps, where the steps are small).
     """
     if not (math.isfinite(variance) and variance >= 0):
         raise ValueError(f"variance: expected a finite non-negative variance, got {variance}")
     if variance == 0:
         return torch.ones(1, dtype=torch.float64)
     radius = max(1, math.ceil(truncate * math.sqrt(variance)))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    squares = offsets**2
+    squares = np.arange(-radius, radius + 1, dtype=np.float64) ** 2
 
-    def kernel(tau2: float) -> torch.Tensor:
-        k = torch.exp(-squares / (2 * tau2))
+    def kernel(tau2: float) -> np.ndarray:
+        k = np.exp(-squares / (2 * tau2))
         return k / k.sum()
 
-    if variance >= 9:
-        return kernel(variance)
-    low, high = 1e-3 * variance, 4 * variance + 1
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if float((kernel(mid) * squares).sum()) < variance:
-            low = mid
-        else:
-            high = mid
-        if high - low <= 1e-15 * high:
-            break
-    return kernel(0.5 * (low + high))
+    tau2 = variance
+    if variance < 2:
+        low, high = 1e-3 * variance, variance + 1
+        while high - low > 1e-15 * high:
+            mid = 0.5 * (low + high)
+            if float(kernel(mid) @ squares) < variance:
+                low = mid
+            else:
+                high = mid
+        tau2 = 0.5 * (low + high)
+    return torch.from_numpy(kernel(tau2))
 
 
 def convolve_axis(values: torch.Tensor, kernel: torch.Tensor, axis: int) -> torch.Tensor:
@@ -341,7 +345,7 @@ def _noisy_update(masses, positions, grid: Grid, variance, truncate: float):
     """Deposit at ``positions`` and convolve so that each source gets the added variance
     ``variance`` (data units squared): a list per axis, or ``[M, d]`` per source.
 
-    Per axis, with c the sources' common variance (grid units; the 10% quantile when they
+    Per axis, with c the sources' common variance (grid units; the median when they
     differ): if c > 1 a discrete Gaussian convolution of variance c - 3/4 and deposits of
     variance 3/4 plus each source's own excess over c; else deposits of the whole variance.
     Returns (masses ``[G]``, lost mass, variance error of the deposit's clamping).
@@ -349,7 +353,7 @@ def _noisy_update(masses, positions, grid: Grid, variance, truncate: float):
     spacing = torch.tensor(grid.spacing, dtype=torch.float64, device=positions.device)
     v = torch.as_tensor(variance, dtype=torch.float64, device=positions.device) / spacing**2
     if v.ndim == 2 and v.shape[0] > 0:
-        common = torch.quantile(v[::max(1, v.shape[0] // 4096)].contiguous(), 0.1, dim=0)
+        common = torch.quantile(v[::max(1, v.shape[0] // 4096)].contiguous(), 0.5, dim=0)
     else:
         common = v.reshape(-1, grid.dim)[0] if v.numel() else torch.zeros(grid.dim)
     conv_v = [float(cv) - 0.75 if float(cv) > 1.0 else 0.0 for cv in common]
@@ -692,8 +696,6 @@ def propagate_exact_kernel(mixture: GaussianMixture, c: int, schedule: DiscreteS
 
 def _hermite(n: int, device):
     """Gauss–Hermite nodes and weights for E[f(Z)], Z ~ N(0, 1): ``[n]``, ``[n]``."""
-    import numpy as np
-
     z, w = np.polynomial.hermite_e.hermegauss(n)
     return (torch.tensor(z, dtype=torch.float64, device=device),
             torch.tensor(w / w.sum(), dtype=torch.float64, device=device))
@@ -769,7 +771,9 @@ class GridResult:
         coarse: the values at spacing h.
         points: nodes per axis of the finer grid; spacing: its h per axis.
         sampler, steps, c, w: what was propagated.
-        folded: nodes where the deterministic tail's map folds (change of variables invalid).
+        folded_mass: mass on the nodes where the deterministic tail's map folds (a step's
+            Jacobian determinant <= 0: the change of variables is invalid there, and those
+            nodes are left out of the entropy and the KL).
         edge_share: share of q from the outer 1% of the grid's nodes on any axis (finer grid):
             a tail truncated by the grid's extent would show here.
         seconds: wall time of both propagations.
@@ -792,42 +796,45 @@ class GridResult:
     steps: int
     c: int
     w: float
-    folded: int = 0
+    folded_mass: float = 0.0
     edge_share: float = 0.0
     seconds: float = 0.0
 
 
 def default_grid(family: LabelledMixture, points: int | Sequence[int] | None = None, *,
-                 z: float | None = None, start_scale: float = 1.0) -> Grid:
-    r"""A grid covering every Y_t of a diffusion between N(0, I) and the data.
+                 z: float | None = None) -> Grid:
+    r"""A grid holding every Y_t of a diffusion between N(0, I) and the data to z standard
+    deviations.
 
-    The data box [a, b] per axis is every component's mean +- z standard deviations along the
-    axis (Gaussian mixtures; other families: the range of 4096 draws widened by half). Since
-    Y_t = alpha X_0 + sigma Z with alpha^2 + sigma^2 = 1, alpha a - z sigma >= -sqrt(a^2 + z^2)
-    (a < 0), so the box [-sqrt(min(a, 0)^2 + z^2), sqrt(max(b, 0)^2 + z^2)] holds every Y_t to
-    z standard deviations. Default z: 9 in 1-D, 7 in 2-D; default points: 4097 (1-D), 193 per
-    axis (2-D), 33 per axis beyond.
+    Y_t = alpha X_0 + sigma Z with alpha^2 + sigma^2 = 1: given component k (mean mu_k,
+    standard deviation s_k along an axis), Y_t has mean alpha mu_k, between 0 and mu_k, and
+    standard deviation sqrt(alpha^2 s_k^2 + sigma^2) <= max(1, s_k). So the box
+    [min_k min(0, mu_k) - z max(1, s_k), max_k max(0, mu_k) + z max(1, s_k)] per axis holds
+    every Y_t to z standard deviations (Gaussian mixtures; other families: the range of 4096
+    draws widened by half, then the same margin). Defaults: z = 9 in 1-D (heavy tails need the
+    far tails of p(x)), 6.5 in 2-D and beyond; points 2049 (1-D), 129 per axis (2-D), 33
+    beyond (:func:`grid_reference` adds the refined grid with 2 points - 1).
     """
     d = family.dim
     if z is None:
-        z = 9.0 if d == 1 else 7.0
+        z = 9.0 if d == 1 else 6.5
     if isinstance(family, GaussianMixture):
-        sd = family.covariances.diagonal(dim1=1, dim2=2).sqrt()  # [K, d]
-        lo = (family.means - z * sd).amin(0)
-        hi = (family.means + z * sd).amax(0)
+        centre = family.means  # [K, d]
+        spread = family.covariances.diagonal(dim1=1, dim2=2).sqrt()  # [K, d]
     else:
         draws = family.sample(4096, generator=torch.Generator().manual_seed(0),
                               dtype=torch.float64)
         width = draws.amax(0) - draws.amin(0)
-        lo, hi = draws.amin(0) - width / 2, draws.amax(0) + width / 2
-    zs = z * start_scale
-    lo = [-math.sqrt(min(float(a), 0.0) ** 2 + zs**2) for a in lo]
-    hi = [math.sqrt(max(float(b), 0.0) ** 2 + zs**2) for b in hi]
+        centre = torch.stack([draws.amin(0) - width / 2, draws.amax(0) + width / 2])  # [2, d]
+        spread = torch.zeros_like(centre)
+    margin = z * spread.clamp_min(1.0)  # [K, d]
+    lo = (centre.clamp_max(0.0) - margin).amin(0)  # [d]
+    hi = (centre.clamp_min(0.0) + margin).amax(0)  # [d]
     if points is None:
-        points = {1: 4097, 2: 193}.get(d, 33)
+        points = {1: 2049, 2: 129}.get(d, 33)
     if isinstance(points, int):
         points = (points,) * d
-    return Grid(tuple(lo), tuple(hi), tuple(int(p) for p in points))
+    return Grid(tuple(lo.tolist()), tuple(hi.tolist()), tuple(int(p) for p in points))
 
 
 def _propagate(family, c, w, sampler, schedule, grid, options, device, progress):
@@ -854,7 +861,7 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
                    schedule: DiscreteSchedule | VPContinuous | None = None, *,
                    points: int | Sequence[int] | None = None, grid: Grid | None = None,
                    refine: bool = True, sampler_options: dict | None = None,
-                   max_mass_lost: float = 1e-12, max_edge_share: float = 1e-9,
+                   max_mass_lost: float = 1e-9, max_edge_share: float = 1e-9,
                    max_grow: int = 2, device=None,
                    progress: bool = False) -> GridResult:
     r"""The exact output law of ``sampler`` with exact guided scores, on a grid (d = 1 or 2).
@@ -926,5 +933,6 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
         density=fine_state.density().cpu(), grid=tuple(a.cpu() for a in g.axes()),
         quad_error=errors["q"], errors=errors, mass_lost=fine_state.mass_lost,
         unresolved_variance=fine_state.unresolved_variance, coarse=coarse, points=g.points,
-        spacing=g.spacing, sampler=sampler, steps=steps, c=c, w=w, folded=fine_state.folded,
+        spacing=g.spacing, sampler=sampler, steps=steps, c=c, w=w,
+        folded_mass=float(fine_state.masses[torch.isnan(fine_state.log_jacobian)].sum()),
         edge_share=fine["edge_share"], seconds=time.perf_counter() - t0)
