@@ -1,7 +1,6 @@
-"""Study specs: built-in specs, TOML round trips, --set, and one-line errors naming file and key."""
+"""Study specs: built-ins, TOML round trips, --set, and one-line errors naming file and key."""
 
 import json
-import tomllib
 
 import pytest
 
@@ -15,6 +14,7 @@ from guidelab.experiments.spec import (
     spec_diff,
     spec_to_dict,
     spec_to_toml,
+    tomllib,
 )
 from guidelab.experiments.units import expand_units, make_unit
 
@@ -218,7 +218,8 @@ def test_unknown_source_names_the_builtins():
     ("sampler.name='ddim'", ("sampler.name", "ddim")),
     ("guidance.allow_negative=true", ("guidance.allow_negative", True)),
     ("sampler.options={ eta = 0.5 }", ("sampler.options", {"eta": 0.5})),
-    ('sweep."sampler.name"=["ddim", "ddpm_type"]', ('sweep."sampler.name"', ["ddim", "ddpm_type"])),
+    ('sweep."sampler.name"=["ddim", "ddpm_type"]',
+     ('sweep."sampler.name"', ["ddim", "ddpm_type"])),
     ("device = cuda:1", ("device", "cuda:1")),
 ])
 def test_set_values_are_toml_literals(text, expected):
@@ -268,3 +269,14 @@ def test_units_cover_the_sweep_and_ids_depend_only_on_the_key(tmp_path):
     other = expand_units(load_spec(write(tmp_path, reordered, "b.toml")))
     assert {u.id for u in other} == {u.id for u in units}
     assert json.dumps(unit.as_dict())  # keys are JSON-able
+
+
+def test_the_documented_example_is_a_valid_spec(tmp_path):
+    import textwrap
+
+    import guidelab.experiments.spec as module
+
+    block = module.__doc__.split(".. code-block:: toml")[1].split("\nValidation")[0]
+    spec = load_spec(write(tmp_path, textwrap.dedent(block)))
+    assert spec.name == "my-study" and spec.sweep["class"] == [0, 1]
+    assert len(expand_units(spec)) == 2 + 2 * 2  # references + classes x samplers

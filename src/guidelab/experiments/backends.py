@@ -1,5 +1,8 @@
 r"""Backends: where a study's units run. They differ only in that; results are the same bits.
 
+A backend is any object with ``run(spec, units, on_result, *, chunk_rows, on_rows, log)`` and a
+``reports_rows`` flag (whether it calls ``on_rows`` as samples finish).
+
 * :class:`LocalBackend` (default): the units one after the other in this process, in the fixed
   order of :func:`~guidelab.experiments.units.expand_units`.
 * :class:`RayBackend`: each unit a Ray task (``pip install 'guidelab[ray]'``; Ray is imported
@@ -37,14 +40,13 @@ class LocalBackend:
     reports_rows = True
 
     def run(self, spec: Spec, units: Sequence[Unit], on_result: Callable, *,
-            chunk_rows: int | None = None, on_start: Callable | None = None,
-            on_rows: Callable | None = None, log: Callable | None = None) -> None:
-        """Run ``units`` of ``spec``; ``on_result(UnitResult)`` after each."""
+            chunk_rows: int | None = None, on_rows: Callable | None = None,
+            log: Callable | None = None) -> None:
+        """Run ``units`` of ``spec``; ``on_result(UnitResult)`` after each, ``on_rows(n)`` as
+        samples finish."""
         from .runner import run_unit
 
         for unit in units:
-            if on_start is not None:
-                on_start(unit)
             on_result(run_unit(spec, unit, chunk_rows=chunk_rows, on_rows=on_rows, log=log))
 
 
@@ -87,9 +89,10 @@ class RayBackend:
         self.max_retries = max_retries
 
     def run(self, spec: Spec, units: Sequence[Unit], on_result: Callable, *,
-            chunk_rows: int | None = None, on_start: Callable | None = None,
-            on_rows: Callable | None = None, log: Callable | None = None) -> None:
-        """Run ``units`` of ``spec`` as Ray tasks; ``on_result(UnitResult)`` as each arrives."""
+            chunk_rows: int | None = None, on_rows: Callable | None = None,
+            log: Callable | None = None) -> None:
+        """Run ``units`` of ``spec`` as Ray tasks; ``on_result(UnitResult)`` as each arrives
+        (``on_rows`` is not called: workers report whole units)."""
         if not units:
             return
         ray = _import_ray()

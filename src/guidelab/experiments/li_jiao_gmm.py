@@ -26,13 +26,12 @@ li-jiao-gmm`` applied.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 
 from ..distributions import GaussianMixture
 from .runner import EXACT_SAMPLER, RESULT_COLUMNS
-from .spec import Spec, load_spec, validate_spec
+from .spec import Spec, validate_spec
 
 __all__ = ["default_mixture", "default_strengths", "li_jiao_spec", "LI_JIAO_OPTIONS",
            "RESULT_COLUMNS", "EXACT_SAMPLER"]

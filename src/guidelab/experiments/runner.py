@@ -10,18 +10,21 @@ default); rows [start, stop) of class c draw every random number from
 per-step noise through ``generator=noise``. Each strength w of the unit gets a fresh RowNoise with
 the same (seed, class, rows), so row r at strength w and row r at w = 0 are driven by the same
 noise (*coupled*): w = 0 runs first in every chunk and is the baseline of the count of rows whose
-p(c|Y) went down. A row's noise depends on (seed, class, row index) only, so any subset of rows,
-in any chunking, on any backend and in any order, gets the same bits.
+p(c|Y) went down. (The draws of the first strength are recorded, up to
+:data:`NOISE_TAPE_BYTES`, and replayed to the others: the same bits, generated once.) A row's
+noise depends on (seed, class, row index) only: any subset of rows, in any chunking, on any
+backend and in any order, draws the same noise.
 
 Each chunk and strength yields one record per metric (:mod:`guidelab.experiments.measures`);
-records of a unit's chunks are merged in row order, so a unit's result depends on its chunk size
-only through the rounding of merged moments, and not at all on the backend, the order of units
-or the number of workers. The samples themselves do not depend on the chunking either as long as
-chunk boundaries are multiples of 8 rows (vectorised CPU kernels treat a tensor's last few
-elements on a scalar path whose exp/log round differently; 8 rows of float32 fill whole vector
-registers): the default chunk sizes are powers of two. An out-of-memory error (CUDA's, or the
-CPU allocator's) halves the chunk, to a multiple of 8 rows, with a message, and retries it: the
-rows, and so their noise, stay the same.
+records of a unit's chunks are merged in row order. With a given chunk size a unit's rows are
+the same bits whatever the backend, the order of units, the number of workers or which other
+rows are computed (rows [0, m) of a unit are rows [0, m) of a larger one). Another chunk size
+draws the same noise for every row, but batched products (BLAS kernels chosen by the number of
+rows, vectorised loops with scalar tails) may round the last float32 bit of a sample
+differently, and merged moments round differently: results then agree to rounding, not to the
+bit. Chunk sizes are therefore part of the spec (``chunk_rows``, or the device default); an
+out-of-memory error (CUDA's, or the CPU allocator's) halves the chunk, to a multiple of 8 rows,
+with a message, and retries it: the rows, and so their noise, stay the same.
 
 **The sampler** and its schedule come from :mod:`guidelab.samplers.registry`
 (``sampler_schedule(name, schedule, steps)``); the guidance rule is ``cfg``
@@ -54,7 +57,7 @@ from .store import ResultStore, record_json
 from .units import REFERENCE_KEY, Unit, _thaw, expand_units, make_unit, unit_settings
 
 __all__ = ["UnitResult", "RunResult", "run_unit", "run_spec", "default_chunk_rows",
-           "RESULT_COLUMNS", "EXACT_SAMPLER", "PROVENANCE_COLUMNS"]
+           "RESULT_COLUMNS", "EXACT_SAMPLER", "PROVENANCE_COLUMNS", "NOISE_TAPE_BYTES"]
 
 RESULT_COLUMNS = ["class", "w", "n", "q_mean", "q_low", "q_high", "q_top_share", "p_mean",
                   "accuracy", "frac_p_decreased", "inv_prior", "sampler", "steps", "q_se",
@@ -205,8 +208,9 @@ def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
             reference).
         chunk_rows: rows per chunk (default: the spec's ``chunk_rows``, else
             :func:`default_chunk_rows`).
-        on_rows: called with the number of sample trajectories finished (rows x strengths)
-            after every chunk, for progress bars.
+        on_rows: called with the number of samples finished after every strength of every
+            chunk, for progress bars (a chunk retried after running out of memory counts
+            again).
         log: called with messages (a halved chunk after CUDA out-of-memory).
 
     Returns:
@@ -240,7 +244,7 @@ def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
         try:
             chunk_records, chunk_samples = _run_chunk(run, settings, unit, contexts, metrics,
                                                       ws, start, stop, shape, device, dtype,
-                                                      keep)
+                                                      keep, on_rows)
         except Exception as error:
             if not _is_oom(error) or size == 1:
                 raise
@@ -255,8 +259,6 @@ def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
             records[key] = record if key not in records else records[key].merge(record)
         for w, samples in chunk_samples.items():
             kept[w].append(samples)
-        if on_rows is not None:
-            on_rows((stop - start) * len(ws))
         start = stop
 
     provenance = {"seed": settings.seed, "schedule": schedule_label, "rule":
@@ -295,15 +297,57 @@ def _plain(value: Any) -> Any:
     return value
 
 
+NOISE_TAPE_BYTES = 1 << 28
+"""Most bytes of draws a chunk records at its first strength to replay at the others."""
+
+
+class _TapedNoise(RowNoise):
+    """A RowNoise whose draws are recorded on a tape by the first strength of a chunk and
+    replayed (as copies, the same bits) by the others, instead of being generated again.
+
+    Every strength of a chunk uses RowNoise(seed, class, rows) and makes the same sequence of
+    draws (the sampler's draws never depend on x or w), so replaying is generating: a draw
+    whose kind, shape or dtype differs from the tape's, or one beyond the tape, is generated
+    afresh at the right draw count. The tape stops recording at ``NOISE_TAPE_BYTES``.
+    """
+
+    def __init__(self, seed: int, stream: int, rows: torch.Tensor, device, tape: list,
+                 replay: bool):
+        super().__init__(seed, streams=stream, rows=rows, device=device)
+        self._tape, self._replay, self._next = tape, replay, 0
+
+    def _draw(self, kind: str, shape, dtype, fresh) -> torch.Tensor:
+        index, self._next = self._next, self._next + 1
+        key = (kind, tuple(int(s) for s in shape), dtype)
+        if self._replay:
+            if index < len(self._tape) and self._tape[index][0] == key:
+                self.draws += 1
+                return self._tape[index][1].clone()
+            return fresh(shape, dtype)
+        out = fresh(shape, dtype)
+        used = sum(t.numel() * t.element_size() for _, t in self._tape)
+        if index == len(self._tape) and used + out.numel() * out.element_size() \
+                <= NOISE_TAPE_BYTES:
+            self._tape.append((key, out.clone()))
+        return out
+
+    def normal(self, shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self._draw("normal", shape, dtype, super().normal)
+
+    def uniform(self, shape, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        return self._draw("uniform", shape, dtype, super().uniform)
+
+
 def _run_chunk(run, settings: Spec, unit: Unit, contexts, metrics, ws, start, stop, shape,
-               device, dtype, keep):
+               device, dtype, keep, on_rows=None):
     """Records and kept samples of rows [start, stop) at every w (w = 0 first)."""
     n = stop - start
     rows = torch.arange(start, stop, dtype=torch.int64, device=device)  # [n]
     scratch: dict = {}
     records, kept = {}, {}
-    for w in ws:
-        noise = RowNoise(settings.seed, streams=unit.c, rows=rows, device=device)
+    tape: list = []
+    for i, w in enumerate(ws):
+        noise = _TapedNoise(settings.seed, unit.c, rows, device, tape, replay=i > 0)
         x_init = noise.normal((n, *shape), dtype)  # [n, d]
         result = run(noise, x_init, w)
         samples = result.samples  # [n, d]
@@ -313,6 +357,8 @@ def _run_chunk(run, settings: Spec, unit: Unit, contexts, metrics, ws, start, st
             records[(m.name, w)] = m.measure(ctx)
         if keep and start < keep:
             kept[w] = samples[:keep - start].detach().to("cpu", torch.float64)
+        if on_rows is not None:
+            on_rows(n)
     return records, kept
 
 
@@ -336,6 +382,11 @@ def _samples_columns(kept: dict, unit: Unit, sampler: str, keep: int) -> dict[st
 
 
 # ----------------------------------------------------------------------------- a study
+
+def _unit_samples(spec: Spec, unit: Unit) -> int:
+    """Samples a unit draws: trials x its strengths (x the exact reference's 1)."""
+    return spec.trials * (1 if unit.reference else len(spec.w))
+
 
 def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local",
              overrides: Sequence[str] = (), chunk_rows: int | None = None,
@@ -383,24 +434,26 @@ def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local"
     write = log or tqdm.write
     unit_bar = tqdm(total=len(selected), initial=len(skipped), desc=spec.name, unit="unit",
                     disable=not progress, dynamic_ncols=True)
-    row_bar = tqdm(total=0, desc="samples", unit="sample", unit_scale=True, leave=False,
-                   disable=not progress or not backend.reports_rows, dynamic_ncols=True)
+    # samples of the whole run: its time left is the run's (units differ in size)
+    row_bar = tqdm(total=sum(_unit_samples(spec, unit) for unit in missing), desc="samples",
+                   unit="sample", unit_scale=True, leave=False, disable=not progress,
+                   dynamic_ncols=True)
     computed: list[str] = []
-    per_unit = spec.trials * len(spec.w)
-
-    def on_start(unit: Unit) -> None:
-        row_bar.reset(total=spec.trials if unit.reference else per_unit)
+    reports_rows = getattr(backend, "reports_rows", False)
 
     def on_result(result: UnitResult) -> None:
         store.write_unit(result.unit_id, result.rows, result.samples)
         computed.append(result.unit_id)
         unit_bar.update()
+        if not reports_rows:
+            row_bar.update(sum(row.get("n", 0) + row.get("n_nonfinite", 0)
+                               for row in result.rows))
         if on_unit is not None:
             on_unit(result)
 
     try:
-        backend.run(spec, missing, on_result, chunk_rows=chunk_rows, on_start=on_start,
-                    on_rows=row_bar.update, log=write)
+        backend.run(spec, missing, on_result, chunk_rows=chunk_rows,
+                    on_rows=row_bar.update if reports_rows else None, log=write)
     finally:
         row_bar.close()
         unit_bar.close()

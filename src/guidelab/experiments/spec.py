@@ -4,10 +4,16 @@ A *spec* is a TOML file (or a built-in one shipped in ``guidelab/experiments/spe
 
 .. code-block:: toml
 
-    name = "my-study"
+    name = "my-study"           # letters, digits, "_.-"
+    description = "what it measures"
     trials = 4000               # samples per unit and strength w
     seed = 0                    # row r of class c draws its noise from (seed, c, r)
-    metrics = ["class_probability"]
+    dtype = "float32"           # or "float64": the sampler's precision
+    device = "cpu"              # "cuda", "cuda:1", "auto" (CUDA when present)
+    # chunk_rows = 65536        # rows a chunk (default: by device); multiples of 8 keep bits
+    keep_samples = 500          # first samples of every w stored for plots (d <= 2)
+    metrics = ["class_probability"]   # names in guidelab.experiments.measures.METRICS
+    metric_options = { class_probability = { level = 0.95 } }
 
     [distribution]              # any exact family with its parameters, or a built-in one
     family = "gaussian_mixture"
@@ -28,7 +34,8 @@ A *spec* is a TOML file (or a built-in one shipped in ``guidelab/experiments/spe
 
     [sweep]
     w = [0, 0.1, 1, 10]         # the coupled axis: every w of a unit shares its noise
-    "sampler.name" = ["ddpm_type", "ddim"]   # any other key, by dotted path
+    class = [0, 1]              # default: every class of the distribution
+    "sampler.name" = ["ddpm_type", "ddim"]   # any other key, by dotted path (seed, ...)
 
     [reference]                 # the exact reverse kernel at w = 0 (Gaussian mixtures)
     enabled = true
