@@ -327,7 +327,9 @@ def narrow_mixture():
                         torch.diag(torch.tensor([0.3, 0.1], dtype=torch.float64)),
                         torch.eye(2, dtype=torch.float64) * 0.05])
     means = torch.tensor([[-2.0, 0.5], [0.0, 1.0], [2.5, -1.0], [1.0, 2.0]], dtype=torch.float64)
-    return GaussianMixture(means, covs, [0.3, 0.2, 0.3, 0.2], [0, 1, 1, 0])
+    gm = GaussianMixture(means, covs, [0.3, 0.2, 0.3, 0.2], [0, 1, 1, 0])
+    gm.quadratic_min_elements = 0  # the quadratic path even for these few points
+    return gm
 
 
 def float32_level(sigma):
@@ -412,9 +414,7 @@ def test_quadratic_kernel_bound_and_fallback(monkeypatch):
     for sigma in [0.6, 1e-3, 0.0]:
         alpha, sigma, a32, s32 = float32_level(sigma)
         x = probe_points(gm, sigma, seed=12)
-        params = gm._call_params(x, torch.tensor(alpha, dtype=torch.float32),
-                                 torch.tensor(sigma, dtype=torch.float32))
-        quad = params["quadratic"]
+        quad = gm._quadratic_level(a32, s32, gm.params("cpu", torch.float32))
         features = gm._features(x, quad)  # [p, n]
         coords = features[3:5]  # x', [d, n]
         accepted = gm._expansion_ok(coords.abs().sum(0), quad)  # [n]

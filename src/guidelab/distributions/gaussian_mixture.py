@@ -75,6 +75,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import noise as _noise
@@ -87,7 +88,7 @@ QUADRATIC_MAX_DIM = 4  # features grow as d^2: beyond d = 4 the residual form is
 EXPANSION_TOLERANCE = 2.0**-20  # tau: largest admitted bound on a log-joint's rounding error
 FLOAT64_ROUNDOFF = 2.0**-53
 LOG2_E = 1.0 / math.log(2)
-TINY_CLASS_TOTAL = 2.0**-100  # float32 class sums below this are redone with their own max
+TINY_CLASS_TOTAL = 2.0**-100  # float32 class sums below this: the row takes the residual form
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,11 @@ class GaussianMixture(LabelledMixture):
             quadratic features (module docstring); False forces the residual form everywhere
             (kept for comparisons). Class attribute, True by default.
         quadratic_chunk_elements: about how many N*K log-joints one chunk of the quadratic
-            path holds on the CPU (on accelerators ``gpu_chunk_elements``).
+            path holds on the CPU (on accelerators ``gpu_chunk_elements``): 2^19 ran fastest
+            on a 2-core CPU at K = 16 (32768 rows) and K = 1024 (512 rows).
+        quadratic_min_elements: smallest N*K given to the quadratic path; below it the
+            residual form's fewer operations a call win (break-even near 2^15 at K = 16 and
+            K = 1024 on a 2-core CPU).
 
     Example:
         >>> gm = GaussianMixture(means=[[-1.0], [1.0]], covariances=[1.0, 1.0],
@@ -131,6 +136,7 @@ class GaussianMixture(LabelledMixture):
 
     quadratic_features: bool = True
     quadratic_chunk_elements: int = 1 << 19
+    quadratic_min_elements: int = 1 << 15
 
     def __init__(self, means, covariances, weights, labels):
         means = as_float64(means, "means")
@@ -178,28 +184,7 @@ class GaussianMixture(LabelledMixture):
             params["block_sum"] = block_sum.to(**cast).contiguous()  # [K d, K]
             params["block_sum_t"] = block_sum.T.to(**cast).contiguous()  # [K, K d]
         if d <= QUADRATIC_MAX_DIM and dtype == torch.float32 and device.type in ("cpu", "cuda"):
-            f64 = {"device": device, "dtype": torch.float64}
-            center = self.means.mean(0)  # mu_bar, [d]
-            upper = torch.triu_indices(d, d)  # [2, d (d + 1) / 2]
-            ones = torch.arange(d + 1)
-            pairs = tuple(torch.cat([upper, torch.stack([ones[:d], torch.full((d,), d)]),
-                                     torch.tensor([[d], [d]])], 1).to(device))  # 2 x [p]
-            params["quadratic_base"] = {
-                "center": center.to(**f64),  # [d]
-                "centered_means": (self.means - center).to(**f64),  # m'_k, [K, d]
-                "eigvecs": self.eigvecs.to(**f64),  # [K, d, d]
-                "eigvals": self.eigvals.to(**f64),  # [K, d]
-                "log_weights": self.log_weights.to(**f64),  # [K]
-                # 1 on class c's components, one column a class: [K, C]
-                "class_mask_t": self._class_mask.T.to(**cast).contiguous(),
-                "class_mask": self._class_mask.to(**cast),  # [C, K]
-                # 0 on class c's components, -inf elsewhere: [K, C]
-                "class_log_mask_t": torch.zeros(K, self.num_classes, **f64).masked_fill_(
-                    ~self._class_mask.T.to(device), -math.inf),
-                # features u_i u_j (i <= j) of u = [x', 1], ordered [x'_i x'_j (i <= j), x', 1]
-                "pairs": pairs,
-                "pair_factor": torch.where(pairs[0] == pairs[1], 1.0, 2.0).to(**f64),  # [p]
-            }
+            params["quadratic_base"] = self._quadratic_base(device, dtype)
         return params
 
     def _use_block_products(self) -> bool:
@@ -222,44 +207,9 @@ class GaussianMixture(LabelledMixture):
 
     def _level_params(self, alpha, sigma, params) -> dict[str, Any]:
         variances = torch.addcmul(sigma**2, alpha**2, params["eigvals"])  # D, [K d]
-        level = {"shift": params["projected_means"] * -alpha,  # -alpha U^T mu, [K d]
-                 "inv_variances": variances.reciprocal(),  # [K d]
-                 "const": self._component_const(variances, params)}  # [K]
-        if "quadratic_base" in params and self.quadratic_features:
-            level["quadratic"] = self._quadratic_level(alpha, sigma, params)
-        return level
-
-    def _quadratic_level(self, alpha, sigma, params) -> dict[str, Any]:
-        """Feature weights, score table and error-bound constants at one level (float64)."""
-        base = params["quadratic_base"]
-        K, d = self.num_components, self.dim
-        a, s = alpha.double(), sigma.double()
-        variances = torch.addcmul(s * s, a * a, base["eigvals"])  # D, [K, d]
-        vecs = base["eigvecs"]  # [K, d, d]
-        precision = (vecs / variances[:, None, :]) @ vecs.transpose(1, 2)  # P_k, [K, d, d]
-        linear = a * (precision @ base["centered_means"][:, :, None])  # b_k, [K, d, 1]
-        const = base["log_weights"] - 0.5 * (torch.log(variances).sum(1) + d * LOG_2PI) \
-            - 0.5 * a * (base["centered_means"] * linear[:, :, 0]).sum(1)  # c_k, [K]
-        # the log-joint is u^T Q_k u with u = [x', 1] and Q_k = [[-P_k / 2, b_k / 2],
-        # [b_k^T / 2, c_k]]: feature u_i u_j (i <= j) has weight Q_ii, or 2 Q_ij off the diagonal
-        quad_form = torch.cat([torch.cat([-0.5 * precision, 0.5 * linear], 2),
-                               torch.cat([0.5 * linear.transpose(1, 2), const[:, None, None]],
-                                         2)], 1)  # Q_k, [K, d + 1, d + 1]
-        first, second = base["pairs"]
-        weights = quad_form[:, first, second] * base["pair_factor"]  # [K, p]
-        # score numerators sum_k e_k [-P_k | b_k] u and the normaliser sum_k e_k
-        affine = torch.cat([-precision, linear], 2).reshape(K, d * (d + 1))  # [K, d (d + 1)]
-        table = torch.cat([affine, torch.ones_like(const)[:, None]], 1)  # [K, d (d + 1) + 1]
-        bound = torch.stack([precision.abs().amax(), linear.abs().amax(), const.abs().amax()])
-        return {
-            "shift": (a * base["center"])[:, None],  # alpha mu_bar, [d, 1]
-            # in base-2 units (log2 e W^T): exp2 is cheaper than exp on the CPU
-            "weights_t": (weights * LOG2_E).contiguous(),  # [K, p]
-            "table_t": table.T.to(params["basis"].dtype).contiguous(),  # [d (d + 1) + 1, K]
-            "bound": bound,  # S, beta, gamma
-            # largest admitted A(x): (p + 3) 2^-53 A <= tau
-            "limit": EXPANSION_TOLERANCE / ((first.numel() + 3) * FLOAT64_ROUNDOFF),
-        }
+        return {"shift": params["projected_means"] * -alpha,  # -alpha U^T mu, [K d]
+                "inv_variances": variances.reciprocal(),  # [K d]
+                "const": self._component_const(variances, params)}  # [K]
 
     def _component_const(self, variances, params) -> torch.Tensor:
         """log pi_k - 1/2 (sum_i log D_ki + d log 2 pi); ``[(n,) K]``."""
@@ -267,11 +217,6 @@ class GaussianMixture(LabelledMixture):
         return params["log_weights"] - 0.5 * (log_det + self.dim * LOG_2PI)
 
     def _log_components(self, x, alpha, sigma, params):
-        if "quadratic" in params:
-            return self._quadratic_log_joint(x, alpha, sigma, params), None
-        return self._residual_log_components(x, alpha, sigma, params)
-
-    def _residual_log_components(self, x, alpha, sigma, params):
         """Log-joints ``[n, K]`` and y / D ``[n, K d]`` in the eigenbases (residual form)."""
         if "const" in params:  # one level for every row, its terms computed once per call
             y = torch.addmm(params["shift"], x, params["basis"])  # [n, K d]
@@ -303,9 +248,89 @@ class GaussianMixture(LabelledMixture):
 
     # ----------------------------------------------------------------- quadratic features
 
+    def _quadratic_base(self, device, dtype) -> dict[str, Any]:
+        """Level-independent coefficients of the quadratic-feature tables (NumPy, float64).
+
+        Every entry of W (log2 e times the feature weights) and of the score table
+        [-P_k | b_k | 1] is linear in z_k = [1 / D_k, alpha / D_k, alpha^2 / D_k] (``[3 d]``)
+        apart from the log-determinant: with the eigenvectors u_kl and p_k = U_k^T m'_k,
+        P_k = sum_l u_kl u_kl^T / D_kl, b_k = alpha sum_l p_kl u_kl / D_kl and
+        alpha m'_k^T b_k = alpha^2 sum_l p_kl^2 / D_kl. ``coefficients[k]`` (``[3 d, p + m]``)
+        maps z_k to [W_k | table_k], so a level costs one small contraction.
+        """
+        K, d = self.num_components, self.dim
+        vecs = self.eigvecs.numpy()  # [K, d, d], column l is u_kl
+        center = self.means.mean(0)  # mu_bar, [d]
+        projected = np.einsum("kil,ki->kl", vecs, (self.means - center).numpy())  # p_k, [K, d]
+        upper = np.stack(np.triu_indices(d), 1)  # (i, j), i <= j, [d (d + 1) / 2, 2]
+        p = len(upper) + d + 1  # features [x'_i x'_j (i <= j), x', 1]
+        m = d * (d + 1) + 1  # table columns [-P_i0 .. -P_i(d-1), b_i for each i, 1]
+        coefficients = np.zeros((K, 3 * d, p + m))
+        outer = np.einsum("kil,kjl->klij", vecs, vecs)  # u_kl,i u_kl,j, [K, d (l), d, d]
+        for column, (i, j) in enumerate(upper):  # -P_ij / 2 on the diagonal, -P_ij off it
+            coefficients[:, :d, column] = -outer[:, :, i, j] * (0.5 if i == j else 1.0)
+        for i in range(d):
+            # linear feature x'_i: b_ki = sum_l (alpha / D_kl) p_kl u_kl,i
+            coefficients[:, d:2 * d, len(upper) + i] = projected * vecs[:, i, :]
+            for j in range(d):  # table: -P_ij
+                coefficients[:, :d, p + i * (d + 1) + j] = -outer[:, :, i, j]
+            coefficients[:, d:2 * d, p + i * (d + 1) + d] = projected * vecs[:, i, :]  # b_i
+        coefficients[:, 2 * d:, p - 1] = -0.5 * projected**2  # -alpha m'^T b / 2
+        coefficients[:, :, :p] *= LOG2_E  # log-joints in base 2: exp2 is cheaper than exp
+        return {
+            "coefficients": coefficients,  # [K, 3 d, p + m]
+            "eigvals": self.eigvals.numpy(),  # [K, d]
+            "log_weights": self.log_weights.numpy() - 0.5 * d * LOG_2PI,  # [K]
+            "center": center.numpy(),  # [d]
+            "class_mask": self._class_mask.numpy(),  # [C, K] bool
+            # per-row classes: 1 / 0 (guided) and 0 / -inf (conditional), one column a class
+            "class_mask_t": self._class_mask.T.to(device=device, dtype=dtype).contiguous(),
+            "class_log_mask_t": torch.zeros(K, self.num_classes, dtype=torch.float64,
+                                            device=device).masked_fill_(
+                ~self._class_mask.T.to(device), -math.inf),  # [K, C]
+            "features": p,
+        }
+
+    def _quadratic_level(self, alpha, sigma, params, c=None, guided=False) -> dict[str, Any]:
+        """W, the score table and the bound's constants at one level, for class c.
+
+        Computed in float64 with NumPy (a few microseconds, against ~20 small tensor
+        operations); an int class c without guidance keeps its own components only, with
+        guidance appends the class-c block of the table.
+        """
+        base = params["quadratic_base"]
+        d, p = self.dim, base["features"]
+        a, s = float(alpha), float(sigma)
+        variances = a * a * base["eigvals"] + s * s  # D, [K, d]
+        inverse = 1.0 / variances  # [K, d]
+        scaled = np.concatenate([inverse, a * inverse, a * a * inverse], 1)  # z, [K, 3 d]
+        full = np.einsum("kr,krc->kc", scaled, base["coefficients"])  # [K, p + m]
+        full[:, p - 1] += LOG2_E * (base["log_weights"] - 0.5 * np.log(variances).sum(1))
+        full[:, -1] = 1.0  # the normaliser sum_k e_k
+        if isinstance(c, int) and not guided:
+            full = full[base["class_mask"][c]]  # a class alone is a smaller mixture
+        affine = full[:, p:-1].reshape(-1, d, d + 1)  # [-P_k | b_k], [K, d, d + 1]
+        table = full[:, p:].T  # [m, K]
+        if isinstance(c, int) and guided:
+            table = np.concatenate([table, table * base["class_mask"][c]], 0)  # [2 m, K]
+        device, dtype = base["class_mask_t"].device, base["class_mask_t"].dtype
+        shift = a * base["center"]  # alpha mu_bar, [d]
+        return {
+            "shift": torch.from_numpy(shift[:, None]).to(device),  # [d, 1] float64
+            "reach": float(np.abs(shift).sum()),  # ||alpha mu_bar||_1
+            "weights_t": torch.from_numpy(np.ascontiguousarray(full[:, :p])).to(device),
+            "table_t": torch.from_numpy(np.ascontiguousarray(table)).to(device, dtype),
+            # S = max |P_ij|, beta = max |b_i|, gamma = max |c_k| (full holds log2 e c)
+            "bound": (float(np.abs(affine[:, :, :d]).max(initial=0.0)),
+                      float(np.abs(affine[:, :, d]).max(initial=0.0)),
+                      float(np.abs(full[:, p - 1]).max(initial=0.0)) / LOG2_E),
+            # largest admitted A(x): (p + 3) 2^-53 A <= tau
+            "limit": EXPANSION_TOLERANCE / ((p + 3) * FLOAT64_ROUNDOFF),
+        }
+
     @staticmethod
-    def _expansion_ok(norm: torch.Tensor, quad) -> torch.Tensor:
-        """Rows where (f + 3) 2^-53 A(x) <= tau (module docstring), from ||x'||_1; bool."""
+    def _expansion_ok(norm, quad):
+        """Rows where (p + 3) 2^-53 A(x) <= tau (module docstring), from ||x'||_1."""
         S, beta, gamma = quad["bound"]
         return (0.5 * S * norm + beta) * norm + gamma <= quad["limit"]
 
@@ -326,78 +351,57 @@ class GaussianMixture(LabelledMixture):
         features[-1].fill_(1.0)
         return features
 
-    def _quadratic_log_joint(self, x, alpha, sigma, params) -> torch.Tensor:
-        """log pi_k + log p_{k,t}(x) from quadratic features, ``[n, K]`` in x's dtype."""
-        quad = params["quadratic"]
-        d = self.dim
-        features = self._features(x, quad)  # [p, n]
-        log_joint = (features.T @ quad["weights_t"].T).mul_(math.log(2))  # [n, K] float64
-        coords = features[d * (d + 1) // 2:-1]  # x', [d, n]
-        far = ~self._expansion_ok(coords.abs().sum(0), quad)  # [n]
-        if far.any():
-            rows = far.nonzero()[:, 0]  # [n_far]
-            log_joint[rows] = self._residual_log_components(
-                x[rows], alpha, sigma, params)[0].to(log_joint.dtype)  # [n_far, K]
-        return log_joint.to(x.dtype)
-
     def _weighted_score_rows(self, x, alpha, sigma, c, strength, params) -> torch.Tensor:
-        quad = params.get("quadratic")
-        if quad is None:
+        if ("quadratic_base" not in params or "const" not in params
+                or not self.quadratic_features
+                or x.shape[0] * self.num_components < self.quadratic_min_elements):
             return super()._weighted_score_rows(x, alpha, sigma, c, strength, params)
-        residual = {key: value for key, value in params.items() if key != "quadratic"}
-        # one bound for the whole batch first: ||x'||_1 <= d max|x| + ||alpha mu_bar||_1
-        reach = x.abs().amax() * self.dim + quad["shift"].abs().sum() if x.numel() else 0.0
-        if bool(self._expansion_ok(torch.as_tensor(reach), quad)):
-            near = None
-        else:
-            near = self._expansion_ok(torch.sub(x, quad["shift"].T).abs().sum(1), quad)  # [N]
+        quad = self._quadratic_level(alpha, sigma, params, c, strength is not None)
         out = torch.empty_like(x)  # [N, d]
         redo = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # [N]
-        if near is None:
-            self._quadratic_score_rows(x, c, strength, params, out, redo)
+        # one bound for the whole batch first: ||x'||_1 <= d max|x| + ||alpha mu_bar||_1
+        if self._expansion_ok(float(x.abs().amax()) * self.dim + quad["reach"], quad):
+            self._quadratic_score_rows(x, c, strength, quad, params, out, redo)
         else:
+            near = self._expansion_ok(torch.sub(x, quad["shift"].T).abs().sum(1), quad)  # [N]
             redo = ~near
             rows = near.nonzero()[:, 0]
             if rows.numel():
                 part, part_redo = torch.empty_like(x[rows]), torch.zeros_like(redo[rows])
                 self._quadratic_score_rows(x[rows], _take_rows(c, rows),
-                                           _take_rows(strength, rows), params, part, part_redo)
+                                           _take_rows(strength, rows), quad, params, part,
+                                           part_redo)
                 out[rows], redo[rows] = part, part_redo
-        if bool(redo.any()):  # far rows, and rows whose class sum underflowed
+        if bool(redo.any()):  # rows beyond the bound, and rows whose class sum underflowed
             rows = redo.nonzero()[:, 0]
             out[rows] = super()._weighted_score_rows(
-                x[rows], alpha, sigma, _take_rows(c, rows), _take_rows(strength, rows), residual)
+                x[rows], alpha, sigma, _take_rows(c, rows), _take_rows(strength, rows), params)
         return out
 
-    def _quadratic_chunks(self, n: int, device: torch.device):
+    def _quadratic_chunks(self, n: int, width: int, device: torch.device):
         budget = self.quadratic_chunk_elements if device.type == "cpu" \
             else self.gpu_chunk_elements
-        rows = max(self.min_chunk_rows, budget // self.num_components)
+        rows = max(self.min_chunk_rows, budget // width)
         for start in range(0, n, rows):
             yield slice(start, min(n, start + rows))
 
-    def _quadratic_score_rows(self, x, c, strength, params, out, redo) -> None:
+    def _quadratic_score_rows(self, x, c, strength, quad, params, out, redo) -> None:
         """Scores of rows within the expansion's bound into ``out`` ``[N, d]``; rows whose
         class sum fell below TINY_CLASS_TOTAL are flagged in ``redo`` ``[N]``.
 
         Works on the transposed layout (one column a row), in which every step is a wide
-        elementwise operation or a matrix product: u ``[d + 1, n]``, features ``[p, n]``,
-        log-joints ``[K, n]``, sums ``[m, n]``; the buffers are allocated once a call (fresh
+        elementwise operation or a matrix product: features ``[p, n]``, log-joints
+        ``[K, n]``, sums ``[m, n]``; the buffers are allocated once a call (fresh
         multi-megabyte allocations a chunk cost more than the arithmetic at small K).
         """
-        quad, base = params["quadratic"], params["quadratic_base"]
+        base = params["quadratic_base"]
         d, dtype, device = self.dim, x.dtype, x.device
-        weights_t, table_t = quad["weights_t"], quad["table_t"]  # [K, p], [m, K]
+        weights_t, table_t = quad["weights_t"], quad["table_t"]  # [K, p], [g m, K]
         guided = strength is not None
-        if isinstance(c, int) and not guided:  # a class alone is a smaller mixture
-            index = params["class_index"][c]
-            weights_t, table_t = weights_t[index], table_t[:, index]
-        elif isinstance(c, int):  # [all components; class c's components]
-            table_t = torch.cat([table_t, table_t * base["class_mask"][c]], 0)  # [2 m, K]
         m = d * (d + 1) + 1
-        groups = 2 if guided else 1
         K, p = weights_t.shape
-        chunks = list(self._quadratic_chunks(x.shape[0], device))
+        groups = 2 if guided else 1
+        chunks = list(self._quadratic_chunks(x.shape[0], K, device))
         if not chunks:
             return
         width = chunks[0].stop - chunks[0].start
