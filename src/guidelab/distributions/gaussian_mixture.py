@@ -19,7 +19,9 @@ a second one, (r * y / D) U^T. The cost is O(N K d^2) as two matrix products and
 elementwise work, never an ``[N, K, d, d]`` tensor. Differences are taken in the eigenbasis
 before scaling by 1/D, so small sigma costs no precision in the quadratic form.
 
-**Quadratic features** (float32 points, d <= 4, one noise level shared by the rows). With
+**Quadratic features** (``score`` and ``guided_score`` of float32 points at d <= 4, one noise
+level shared by the rows, N K >= ``quadratic_min_elements``; log-densities keep the residual
+form, which is as fast for them). With
 P_k = C_k^{-1} = U_k diag(1/D_k) U_k^T and points and means centred on the mean of the means,
 x' = x - alpha mu_bar and m'_k = mu_k - mu_bar (no difference x - alpha mu_k changes),
 
@@ -64,9 +66,13 @@ float32. A row takes the expansion when
 which keeps its log-joints within ~1e-6 (responsibilities within ~2e-6 relative, better than
 the ~1e-5 of the residual form's float32 log-joints); other rows, points ~10^4 component
 widths or more from the centre (far-away points, or sigma -> 0 with components of variance
-1e-9 at unit distance), use the residual form. Either way the score's own float32 error,
-about eps sum_k r_k ||P_k|| (|x'| + alpha |m'_k|) from the cancellation in b_k - P_k x', is
-that of the residual form's y_k = U_k^T (x - alpha mu_k).
+1e-9 at unit distance), use the residual form. The score's own float32 error is of the same
+order in both forms, eps sum_k r_k ||P_k|| (|x'| + alpha |m'_k|), from the cancellation in
+b_k - P_k x' (residual form: in y_k = U_k^T (x - alpha mu_k)); the quadratic path sums those
+large terms over the K components before they cancel, which costs a factor up to ~(distance
+of a component from mu_bar in widths): measured at K = 1024, d = 2, sigma = 0.6, relative
+errors (norm over a batch) 2e-6 against 7e-7, at most ~5x per point at typical points, and
+10x smaller than the residual form's at points far out.
 """
 
 from __future__ import annotations
