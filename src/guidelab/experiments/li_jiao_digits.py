@@ -76,6 +76,7 @@ from tqdm.auto import tqdm
 from ..distributions import EmpiricalMixture
 from ..guidance import ClassifierFreeGuidance, ClassifierGuidance
 from ..metrics import ClassProbabilitySummary, summarize_class_probability
+from ..noise import RowNoise, normal
 from ..samplers.registry import SAMPLER_INFO, sampler_schedule
 from ..schedules import SCHEDULES
 from .results import atomic_write_bytes, write_csv
@@ -852,8 +853,10 @@ def run_li_jiao_digits(config: DigitsConfig | None = None, *, out_dir: str | Pat
         shape = image_shape if model_name == "network" else (64,)
         baseline = None
         for w in strengths:
-            noise = _row_noise(config.seed, labels, trial_index, device)
-            x_init = _normal((labels.shape[0], *shape), noise, device, config.dtype)
+            # row-keyed noise: row i's noise is a function of (seed, class, trial index) alone,
+            # the same at every w (coupled runs)
+            noise = RowNoise(config.seed, streams=labels, rows=trial_index, device=device)
+            x_init = normal((labels.shape[0], *shape), noise, device, config.dtype)  # [N, ...]
             if guidance == "cfg":
                 guided = ClassifierFreeGuidance(score_model, labels, strength=w)
             else:
@@ -875,21 +878,3 @@ def run_li_jiao_digits(config: DigitsConfig | None = None, *, out_dir: str | Pat
     bar.close()
     return DigitsResult(rows, samples, labels.cpu(), images_c, labels_c, calibration, training,
                         timings, config)
-
-
-def _row_noise(seed: int, labels: torch.Tensor, trial_index: torch.Tensor, device):
-    """Row-keyed noise (stream = class, row = trial index) if available, else a seeded
-    torch generator (the same seed for every w keeps the runs coupled either way)."""
-    try:
-        from ..noise import RowNoise
-    except ImportError:  # pragma: no cover - older layouts
-        return torch.Generator(device=device).manual_seed(seed)
-    return RowNoise(seed, streams=labels, rows=trial_index, device=device)
-
-
-def _normal(shape, generator, device, dtype) -> torch.Tensor:
-    try:
-        from ..noise import normal
-    except ImportError:  # pragma: no cover - older layouts
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    return normal(shape, generator, device, dtype)

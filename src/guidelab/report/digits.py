@@ -217,8 +217,12 @@ def plot_digits_q_vs_w(rows: Sequence[dict], path: str | Path, *,
         ax_p.set_title(f"{_GUIDANCE_LABEL[rule]}: p_eval(c | Y)", fontsize=9)
         ax_p.set_ylabel("E[p]  /  1% quantile of p")
         ax_p.set_xlabel("guidance strength w  (CFG scale = 1 + w)")
+        strengths = sorted({r["w"] for r in pooled if r["guidance"] == rule})
         for ax in (ax_q, ax_p):
             ax.set_xscale("symlog", linthresh=0.5)
+            ax.set_xticks(strengths)
+            ax.set_xticklabels([f"{w:g}" for w in strengths])
+            ax.minorticks_off()
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
     if title:
