@@ -33,3 +33,15 @@ def test_score_kernel_agrees_with_its_baseline():
     x = torch.randn(128, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     baseline = score_kernel.baseline_score(gm, x, 0.8, 0.6)
     torch.testing.assert_close(gm.score(x, 0.8, 0.6), baseline, rtol=1e-9, atol=1e-9)
+
+
+def test_streaming_benchmark_runs():
+    """Tiny sizes of benchmarks/streaming.py: two CPU runs in fresh subprocesses, no GPU."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "streaming.py"), "--cpu-sizes",
+                             "512", "1024", "--cpu-steps", "3", "--no-gpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "sample-steps/s" in result.stdout and "peak RSS" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("cpu ")]
+    assert [row[1] for row in rows] == ["512", "1,024"]
+    assert all(row[7] == "0" for row in rows)  # no non-finite samples
