@@ -161,3 +161,17 @@ def test_malformed_spec_file_is_one_line(tmp_path):
     assert result.output == f"error: {spec}: sampler.steps: expected a positive integer, got -6\n"
     missing = invoke("run", tmp_path / "nothing.toml")
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_an_interruption_says_how_to_resume(tmp_path, monkeypatch):
+    import guidelab.experiments.runner as runner_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "run_unit", interrupted)
+    out = tmp_path / "out"
+    result = invoke("run", "smoke", "--out", out, "--quiet", "--no-report")
+    assert result.exit_code == 130
+    assert f"interrupted; finished units are saved in {out}, run the same command to resume" \
+        in result.output

@@ -120,8 +120,8 @@ def test_any_chunks_of_rows_are_recomputed_bit_for_bit(tiny):
 def test_other_chunkings_change_only_the_rounding(tiny, chunk_rows):
     """Other chunk boundaries give the same rows' noise; batched products may round the last
     float32 bit differently, nothing more: counts agree, moments to float32 rounding."""
-    spec = load_spec(tiny, ["trials=256", "keep_samples=256"])
-    whole = run_unit(spec, {"class": 1}, chunk_rows=256)
+    spec = load_spec(tiny, ["trials=128", "keep_samples=128"])
+    whole = run_unit(spec, {"class": 1}, chunk_rows=128)
     chunked = run_unit(spec, {"class": 1}, chunk_rows=chunk_rows)
     a = torch.tensor([chunked.samples["x0"], chunked.samples["x1"]])
     b = torch.tensor([whole.samples["x0"], whole.samples["x1"]])
@@ -278,7 +278,7 @@ def test_samples_store_the_first_rows_of_every_w(tiny, tmp_path):
 
 def test_a_sweep_killed_with_sigkill_resumes_to_the_same_rows(tmp_path):
     text = TINY.replace("trials = 64", "trials = 256").replace("steps = 8", "steps = 20")
-    text = text.replace("w = [0, 1, 3]", "w = [0, 1, 3]\nseed = [0, 1, 2, 3]")
+    text = text.replace("w = [0, 1, 3]", "w = [0, 1, 3]\nseed = [0, 1, 2]")
     spec_path = tmp_path / "kill.toml"
     spec_path.write_text(text)
     spec = load_spec(spec_path)
