@@ -169,3 +169,31 @@ def test_bad_arguments():
         output_log_density(score, "ddim", linear_schedule(5), x, sampler_options={"eta": 0.5})
     with pytest.raises(ValueError, match="^method:"):
         output_log_density(score, "ddim", linear_schedule(5), x, method="hutchinson")
+
+
+def test_mixture_public_interface_for_exact_references():
+    """log_responsibilities against scipy's component densities; noised_components against
+    alpha^2 Sigma_k + sigma^2 I; class_components and resolve_class."""
+    mixture = default_mixture()
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    alpha, sigma = 0.6, 0.8
+    comps = mixture.noised_components(alpha, sigma)
+    covs = comps.eigvecs @ torch.diag_embed(comps.variances) @ comps.eigvecs.transpose(1, 2)
+    expected_covs = alpha**2 * mixture.covariances + sigma**2 * torch.eye(2, dtype=torch.float64)
+    assert torch.allclose(covs, expected_covs, atol=1e-12)
+    log_joint = torch.stack([torch.from_numpy(scipy.stats.multivariate_normal(
+        (alpha * mixture.means[k]).numpy(), expected_covs[k].numpy()).logpdf(x.numpy()))
+        for k in range(mixture.num_components)], dim=1) + mixture.weights.log()  # [N, K]
+    assert torch.allclose(mixture.log_responsibilities(x, alpha, sigma),
+                          torch.log_softmax(log_joint, dim=1), atol=1e-12)
+    members = mixture.class_components(1)
+    assert torch.equal(members, (mixture.labels == 1).nonzero().flatten())
+    masked = log_joint.clone()
+    masked[:, mixture.labels != 1] = -math.inf
+    restricted = mixture.log_responsibilities(x, alpha, sigma, 1)
+    assert torch.allclose(restricted[:, members], torch.log_softmax(masked, 1)[:, members],
+                          atol=1e-12)
+    assert torch.isinf(restricted[:, mixture.labels != 1]).all()
+    assert mixture.resolve_class(torch.tensor([0, 2]), 2).tolist() == [0, 2]
+    with pytest.raises(ValueError, match="^c:"):
+        mixture.resolve_class(3, 1)
