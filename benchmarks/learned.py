@@ -41,9 +41,9 @@ from guidelab.samplers import ddpm_type
 STRENGTH = 2.0  # w
 # (name, network factory, sample shape, N for sampling)
 SAMPLING_CASES = [
-    ("MLP d=2 H=256x3", lambda: MLPDenoiser(2, 4, hidden=256, depth=3), (2,), 64),
+    ("MLP d=2 H=64x2", lambda: MLPDenoiser(2, 4, hidden=64, depth=2), (2,), 64),
     ("MLP d=2 H=256x3", lambda: MLPDenoiser(2, 4, hidden=256, depth=3), (2,), 1024),
-    ("Conv 8x8 W=32", lambda: ConvDenoiser(10, width=32), (1, 8, 8), 16),
+    ("Conv 8x8 W=32", lambda: ConvDenoiser(10, width=32), (1, 8, 8), 8),
     ("Conv 8x8 W=32", lambda: ConvDenoiser(10, width=32), (1, 8, 8), 128),
 ]
 

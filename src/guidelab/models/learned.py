@@ -20,6 +20,7 @@ network runs inside a float64 sampler. The score needs sigma > 0.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -37,6 +38,10 @@ ClassArg = int | torch.Tensor | None
 def levels_as_rows(level: Level, n: int, name: str, *, device, dtype) -> torch.Tensor:
     """A noise level (float, 0-d, ``[N]`` or ``[N, 1]``) as an ``[N]`` tensor; ValueError naming
     it if the shape is wrong or a value is negative or not finite."""
+    if isinstance(level, (int, float)) and not isinstance(level, bool):  # no tensor checks
+        if not (math.isfinite(level) and level >= 0):
+            raise ValueError(f"{name}: expected finite non-negative values, got {level!r}")
+        return torch.full((n,), float(level), dtype=dtype, device=device)  # [N]
     tensor = torch.as_tensor(level, dtype=dtype, device=device)
     if tensor.ndim == 2 and tensor.shape[1] == 1:
         tensor = tensor[:, 0]
@@ -158,7 +163,7 @@ class LearnedScoreModel:
         n = x.shape[0]
         alpha_rows = levels_as_rows(alpha, n, "alpha", device=x.device, dtype=x.dtype)  # [M]
         sigma_rows = levels_as_rows(sigma, n, "sigma", device=x.device, dtype=x.dtype)  # [M]
-        if (sigma_rows <= 0).any():
+        if (sigma <= 0) if isinstance(sigma, (int, float)) else bool((sigma_rows <= 0).any()):
             raise ValueError("sigma: expected sigma > 0 (a learned score is -eps / sigma)")
         prediction = self.network(x.to(device=device, dtype=dtype),
                                   alpha_rows.to(device=device, dtype=dtype),
