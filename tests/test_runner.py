@@ -132,6 +132,23 @@ def test_other_chunkings_change_only_the_rounding(tiny, chunk_rows):
             assert x[column] == pytest.approx(y[column], rel=1e-4)
 
 
+def test_units_do_not_depend_on_the_thread_count(monkeypatch):
+    """A unit runs with one PyTorch CPU thread whatever the process set (parallel kernels
+    round differently), and the process's setting is restored."""
+    spec = load_spec("li-jiao-gmm", ["reference.enabled=false", "sampler.steps=10",
+                                     "sweep.w=[0, 1]", "trials=4096", "keep_samples=4096"])
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            results.append(run_unit(spec, {"class": 0}))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(old)
+    assert results[0].rows == results[1].rows and results[0].samples == results[1].samples
+
+
 @pytest.mark.parametrize("budget", [0, 2000])
 def test_replayed_noise_is_the_generated_noise(tiny, monkeypatch, budget):
     """The strengths after the first replay the first one's recorded draws: the same bits as

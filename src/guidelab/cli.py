@@ -112,7 +112,7 @@ def _print_warnings(rows: list[dict]) -> None:
 
 
 def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: bool,
-               report: bool, debug: bool, title: str) -> object:
+               report: bool, debug: bool, title: str, workers: int | None = None) -> object:
     """Run a resolved spec into ``out``, printing the table as units finish."""
     from tqdm.auto import tqdm
 
@@ -121,9 +121,14 @@ def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: boo
     from .experiments.store import ResultStore
     from .experiments.units import expand_units
 
-    options = {"address": address} if backend == "ray" else {}
+    options = {"address": address, "num_cpus": workers} if backend == "ray" else {}
     if address and backend != "ray":
         raise ValueError("address: --address needs --backend ray")
+    if workers is not None and (backend != "ray" or address):
+        raise ValueError("workers: --workers sets the CPUs of a local Ray instance; it needs "
+                         "--backend ray and no --address")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers: expected a positive integer, got {workers}")
     backend_obj = get_backend(backend, **options)
     extra = _extra_columns(spec)
     store = ResultStore(out)
@@ -221,9 +226,12 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=TOML value, "
                                    "e.g. --set trials=400 --set 'sweep.w=[0, 1, 10]'. "
                                    "Repeatable."),
-    backend: str = typer.Option("local", "--backend", help="local (this process) or ray."),
+    backend: str = typer.Option("local", "--backend", help="local (this process, one unit at "
+                                "a time) or ray (units in parallel; same results)."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to connect to "
                                        "(default: start a local Ray instance)."),
+    workers: int | None = typer.Option(None, "--workers", help="CPUs of the local Ray "
+                                       "instance (default 2)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
@@ -237,7 +245,7 @@ def run(
         if backend not in ("local", "ray"):
             raise ValueError(f"backend: expected local or ray, got {backend!r}")
         _run_study(resolved, out, backend=backend, address=address, quiet=quiet,
-                   report=not no_report, debug=debug,
+                   report=not no_report, debug=debug, workers=workers,
                    title=f"{resolved.name}: {resolved.description}".rstrip(": "))
 
 

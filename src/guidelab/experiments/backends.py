@@ -12,9 +12,11 @@ A backend is any object with ``run(spec, units, on_result, *, chunk_rows, on_row
   so a worker that dies loses only its own unit (Ray retries it; a unit that still fails is
   reported and left for the next run).
 
-A unit is a pure function of (resolved spec, unit key) and its noise is row-keyed, so neither the
+A unit is a pure function of (resolved spec, unit key), its noise is row-keyed and it runs with
+one PyTorch CPU thread (:data:`~guidelab.experiments.runner.UNIT_CPU_THREADS`), so neither the
 backend, nor the order in which units finish, nor the number of workers changes a bit of the
-results (on the same kind of device and dtype).
+results (on the same kind of device and dtype). To use several cores, run several units at once:
+``--backend ray`` (``--workers N`` CPUs for a local instance).
 """
 
 from __future__ import annotations

@@ -22,7 +22,9 @@ rows are computed (rows [0, m) of a unit are rows [0, m) of a larger one). Anoth
 draws the same noise for every row, but batched products (BLAS kernels chosen by the number of
 rows, vectorised loops with scalar tails) may round the last float32 bit of a sample
 differently, and merged moments round differently: results then agree to rounding, not to the
-bit. Chunk sizes are therefore part of the spec (``chunk_rows``, or the device default); an
+bit. The same holds for PyTorch's CPU thread count, which a unit therefore fixes
+(:data:`UNIT_CPU_THREADS`; several cores run several units at once on the Ray backend). Chunk
+sizes are part of the spec (``chunk_rows``, or the device default); an
 out-of-memory error (CUDA's, or the CPU allocator's) halves the chunk, to a multiple of 8 rows,
 with a message, and retries it: the rows, and so their noise, stay the same.
 
@@ -40,6 +42,7 @@ skips the units that already have a file, runs the others on a backend
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -57,7 +60,8 @@ from .store import ResultStore, record_json
 from .units import REFERENCE_KEY, Unit, _thaw, expand_units, make_unit, unit_settings
 
 __all__ = ["UnitResult", "RunResult", "run_unit", "run_spec", "default_chunk_rows",
-           "RESULT_COLUMNS", "EXACT_SAMPLER", "PROVENANCE_COLUMNS", "NOISE_TAPE_BYTES"]
+           "RESULT_COLUMNS", "EXACT_SAMPLER", "PROVENANCE_COLUMNS", "NOISE_TAPE_BYTES",
+           "UNIT_CPU_THREADS"]
 
 RESULT_COLUMNS = ["class", "w", "n", "q_mean", "q_low", "q_high", "q_top_share", "p_mean",
                   "accuracy", "frac_p_decreased", "inv_prior", "sampler", "steps", "q_se",
@@ -196,6 +200,27 @@ def _is_oom(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
 
 
+UNIT_CPU_THREADS = 1
+"""PyTorch CPU threads a unit runs with: results must not depend on the machine's thread count
+(parallel kernels split sums and pick BLAS paths by thread, which changes the last bits), and
+one thread per unit is also what a Ray worker gets. Several cores run several units at once
+(``--backend ray``)."""
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device, threads: int):
+    """Run with ``threads`` PyTorch CPU threads (CPU devices only), then restore the count."""
+    old = torch.get_num_threads()
+    change = device.type == "cpu" and old != threads
+    if change:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(old)
+
+
 def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
              on_rows: Callable[[int], None] | None = None,
              log: Callable[[str], None] | None = None) -> UnitResult:
@@ -215,13 +240,21 @@ def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
 
     Returns:
         A :class:`UnitResult`: one row per w of the unit (w = 0 first).
-    """
-    from .. import __version__
 
+    On the CPU the unit runs with :data:`UNIT_CPU_THREADS` PyTorch thread(s), whatever the
+    process had set, so that its bits do not depend on the machine or the backend.
+    """
     if not isinstance(unit, Unit):
         unit = make_unit(unit)
-    start_time = time.perf_counter()
     settings = unit_settings(spec, unit)
+    with _cpu_threads(torch.device(settings.device), UNIT_CPU_THREADS):
+        return _run_unit(spec, unit, settings, chunk_rows, on_rows, log)
+
+
+def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) -> UnitResult:
+    from .. import __version__
+
+    start_time = time.perf_counter()
     distribution = settings.distribution_object()
     device = torch.device(settings.device)
     dtype = settings.torch_dtype
