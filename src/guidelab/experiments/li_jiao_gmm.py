@@ -98,10 +98,12 @@ def default_strengths(num: int = 10, w_min: float = 0.01, w_max: float = 10.0) -
     return [0.0] + [float(f"{w_min * ratio**i:.6g}") for i in range(num)]
 
 
-def li_jiao_spec(**options) -> Spec:
-    """The built-in ``li-jiao-gmm`` spec with options set, validated and resolved.
+def li_jiao_spec(builtin: str = "li-jiao-gmm", **options) -> Spec:
+    """A built-in Li–Jiao spec (``li-jiao-gmm`` or ``li-jiao-1d``) with options set, validated
+    and resolved.
 
     Args:
+        builtin: the built-in spec's name.
         **options: keywords of :data:`LI_JIAO_OPTIONS` (``trials``, ``steps``, ``sampler``,
             ``schedule``, ``device``, ``seed``, ``strengths`` (0 is added when missing),
             ``classes``, ``allow_negative``, ``reference``, ``reference_steps``, ``dtype``
@@ -117,7 +119,7 @@ def li_jiao_spec(**options) -> Spec:
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown option; expected one of "
                          f"{', '.join(LI_JIAO_OPTIONS)}")
-    data = tomllib.loads(builtin_spec_text("li-jiao-gmm"))
+    data = tomllib.loads(builtin_spec_text(builtin))
     labels: dict[str, str] = {}
     overrides = []
     for name, value in options.items():
@@ -134,5 +136,5 @@ def li_jiao_spec(**options) -> Spec:
         labels[path] = option
     from .spec import apply_overrides
 
-    return validate_spec(apply_overrides(data, overrides), "li-jiao-gmm (built-in)",
+    return validate_spec(apply_overrides(data, overrides), f"{builtin} (built-in)",
                          set_keys=labels)

@@ -225,3 +225,111 @@ def _class_probability_check(spec, distribution) -> tuple[str, str] | None:
 register_metric(Metric("class_probability", _class_probability_measure,
                        _class_probability_summarize, _class_probability_load,
                        ClassProbabilityOptions, _class_probability_check))
+
+
+# ----------------------------------------------------------------------------- exact_grid
+
+@dataclass(frozen=True)
+class ExactGridRecord:
+    """The exact grid columns of one (unit, w), or None for chunks that did not compute them.
+
+    The grid reference depends on the unit and w only, not on the rows, so the chunk that
+    starts at row 0 computes it and every other chunk contributes an empty record; merging keeps
+    the one that holds columns (exact, associative).
+    """
+
+    columns: dict | None = None
+
+    def merge(self, other: ExactGridRecord) -> ExactGridRecord:
+        return self if self.columns is not None else other
+
+    def to_dict(self) -> dict:
+        if self.columns is None:
+            return {"columns": None}
+        return {"columns": {key: (None if isinstance(value, float) and math.isnan(value)
+                                  else value) for key, value in self.columns.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExactGridRecord:
+        columns = data.get("columns")
+        if columns is None:
+            return cls(None)
+        return cls({key: (math.nan if value is None else value)
+                    for key, value in columns.items()})
+
+
+class ExactGridOptions(BaseModel):
+    """``[metric_options.exact_grid]``.
+
+    Attributes:
+        points: grid nodes per axis of the coarse grid (the refined grid has about twice as
+            many); None lets :func:`guidelab.exact.grid_reference` choose.
+        refine: also run at half the spacing and report the difference as ``grid_q_err``
+            (otherwise the error columns are NaN).
+        w: the strengths that get exact columns (default: every w of the sweep); the others
+            get NaN. Each (class, w) costs one grid propagation.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    points: int | None = Field(default=None, ge=9)
+    refine: bool = True
+    w: list[float] | None = None
+
+
+def _exact_grid_target(unit: UnitContext):
+    """(sampler name, schedule, sampler options) of the unit, as the runner builds them."""
+    from ..samplers.registry import sampler_schedule
+    from ..schedules import make_schedule
+
+    spec = unit.spec
+    if unit.reference:
+        return "exact_reverse", make_schedule(spec.reference.schedule, spec.reference.steps), {}
+    schedule, extra = sampler_schedule(spec.sampler.name, spec.sampler.schedule,
+                                       spec.sampler.steps)
+    return spec.sampler.name, schedule, {**extra, **spec.sampler.options}
+
+
+def _exact_grid_measure(ctx: ChunkContext) -> ExactGridRecord:
+    from ..exact import exact_columns
+
+    options = ctx.unit.options or ExactGridOptions()
+    wanted = options.w is None or any(math.isclose(ctx.w, w, rel_tol=1e-12, abs_tol=1e-15)
+                                      for w in options.w)
+    if ctx.start != 0 or not wanted:
+        return ExactGridRecord(None)
+    sampler, schedule, sampler_options = _exact_grid_target(ctx.unit)
+    columns = exact_columns(ctx.unit.distribution, ctx.unit.c, ctx.w, sampler, schedule,
+                            sampler_options=sampler_options or None, points=options.points,
+                            refine=options.refine)
+    return ExactGridRecord(columns)
+
+
+def _exact_grid_summarize(record: ExactGridRecord, unit: UnitContext) -> dict:
+    from ..exact import EXACT_COLUMNS
+
+    if record.columns is None:
+        return {key: (math.nan if key != "grid_points" else "") for key in EXACT_COLUMNS}
+    return dict(record.columns)
+
+
+def _exact_grid_check(spec, distribution) -> tuple[str, str] | None:
+    from ..distributions import GaussianMixture
+    from ..exact import GRID_SAMPLERS
+
+    if distribution.dim > 2:
+        return ("metrics", f"exact_grid needs data of dimension 1 or 2, the distribution has "
+                           f"d = {distribution.dim}")
+    if spec.guidance.strength.kind != "constant":
+        return ("guidance.strength", "exact_grid needs a constant strength schedule")
+    names = spec.sweep.get("sampler.name") if isinstance(spec.sweep, dict) else None
+    for name in (names or [spec.sampler.name]):
+        if name not in GRID_SAMPLERS:
+            return ("sampler.name", f"exact_grid has no grid propagation for sampler {name!r}; "
+                                    f"expected one of {', '.join(sorted(GRID_SAMPLERS))}")
+    if spec.reference.enabled and not isinstance(distribution, GaussianMixture):
+        return ("reference.enabled", "exact_grid's reference columns need a Gaussian mixture")
+    return None
+
+
+register_metric(Metric("exact_grid", _exact_grid_measure, _exact_grid_summarize,
+                       ExactGridRecord.from_dict, ExactGridOptions, _exact_grid_check))

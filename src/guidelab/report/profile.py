@@ -48,6 +48,7 @@ def profile_figure(profiles: Sequence, *, per: str = "log_sigma", title: str | N
         raise ValueError("profiles: expected at least one profile")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    several_classes = len({profile.c for profile in profiles}) > 1
     for profile in profiles:
         sigmas = profile.sigmas.numpy()
         alphas = profile.alphas.numpy()
@@ -55,7 +56,8 @@ def profile_figure(profiles: Sequence, *, per: str = "log_sigma", title: str | N
         scale = 2 * profile.w * (sigmas**2 / alphas**2 if per == "log_sigma" else 1.0)
         curve = scale * profile.integrand.numpy()
         band = 2 * scale * profile.integrand_se.numpy()
-        label = (f"w = {profile.w:g}: total {2 * profile.w * profile.total:.4g}, "
+        label = (f"{f'class {profile.c}, ' if several_classes else ''}"
+                 f"w = {profile.w:g}: total {2 * profile.w * profile.total:.4g}, "
                  f"Q = {profile.direct_q:.4g}")
         line, = ax.plot(sigmas[keep], curve[keep], label=label)
         if band[keep].any():
@@ -65,7 +67,8 @@ def profile_figure(profiles: Sequence, *, per: str = "log_sigma", title: str | N
     ax.set_xlabel("noise level sigma_t")
     ax.set_ylabel("decrease of Q per unit log sigma" if per == "log_sigma"
                   else "decrease of Q per unit time, 2w I(t)")
-    ax.set_title(title or f"Where guidance acts (class {profiles[0].c}, "
+    who = "every class" if several_classes else f"class {profiles[0].c}"
+    ax.set_title(title or f"Where guidance acts ({who}, "
                           f"{profiles[0].method}, {profiles[0].num_steps} steps)")
     ax.legend(fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
