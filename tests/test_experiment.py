@@ -11,6 +11,7 @@ from guidelab.experiments import (
     default_mixture,
     default_strengths,
     li_jiao_spec,
+    load_spec,
     run_spec,
 )
 from guidelab.experiments.li_jiao_gmm import EXACT_SAMPLER, RESULT_COLUMNS
@@ -124,8 +125,10 @@ def test_non_finite_samples_are_counted_not_averaged(tmp_path, monkeypatch):
 
     register_sampler("diverging", diverging, ("discrete",), stochastic=False)
     try:
-        spec = li_jiao_spec(trials=100, steps=20, sampler="diverging", strengths=[0.0],
-                            reference=False)
+        spec = load_spec("li-jiao-gmm", ["trials=100", "sampler.steps=20",
+                                         "sampler.name=diverging", "sweep.w=[0]",
+                                         "reference.enabled=false",
+                                         'metrics=["class_probability"]'])
         rows = run_spec(spec, tmp_path, progress=False).rows
     finally:
         SAMPLER_INFO.pop("diverging")

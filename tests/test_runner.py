@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from guidelab.experiments import (
+    LocalBackend,
     ResultStore,
     SpecMismatchError,
     expand_units,
@@ -232,7 +233,9 @@ def test_a_different_spec_into_the_same_folder_is_refused(tiny, tmp_path):
 
 def test_unit_order_and_subsets_do_not_change_the_rows(tiny, tmp_path):
     spec = load_spec(tiny, ['sweep."sampler.name"=["ddpm_type", "ddim"]'])
-    forward = run_spec(spec, tmp_path / "a", progress=False)
+    forward = run_spec(spec, tmp_path / "a", backend=LocalBackend(workers=1), progress=False)
+    threads = run_spec(spec, tmp_path / "t", backend=LocalBackend(workers=3), progress=False)
+    assert threads.rows == forward.rows  # three units at a time, in threads
 
     class Reversed:
         reports_rows = False

@@ -121,14 +121,15 @@ def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: boo
     from .experiments.store import ResultStore
     from .experiments.units import expand_units
 
-    options = {"address": address, "num_cpus": workers} if backend == "ray" else {}
     if address and backend != "ray":
         raise ValueError("address: --address needs --backend ray")
-    if workers is not None and (backend != "ray" or address):
-        raise ValueError("workers: --workers sets the CPUs of a local Ray instance; it needs "
-                         "--backend ray and no --address")
     if workers is not None and workers < 1:
         raise ValueError(f"workers: expected a positive integer, got {workers}")
+    if workers is not None and address:
+        raise ValueError("workers: --workers sets a local Ray instance's CPUs; with --address "
+                         "the cluster decides")
+    options = {"address": address, "num_cpus": workers} if backend == "ray" else {
+        "workers": workers}
     backend_obj = get_backend(backend, **options)
     extra = _extra_columns(spec)
     store = ResultStore(out)
@@ -226,12 +227,13 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=TOML value, "
                                    "e.g. --set trials=400 --set 'sweep.w=[0, 1, 10]'. "
                                    "Repeatable."),
-    backend: str = typer.Option("local", "--backend", help="local (this process, one unit at "
-                                "a time) or ray (units in parallel; same results)."),
+    backend: str = typer.Option("local", "--backend", help="local (this process) or ray "
+                                "(a Ray cluster or a local instance); the same results."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to connect to "
                                        "(default: start a local Ray instance)."),
-    workers: int | None = typer.Option(None, "--workers", help="CPUs of the local Ray "
-                                       "instance (default 2)."),
+    workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
+                                       "each: threads of this process (local) or CPUs of a "
+                                       "local Ray instance [2]."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
@@ -307,6 +309,8 @@ def li_jiao_gmm(
     float64: bool = typer.Option(False, "--float64", help="Sample in float64."),
     backend: str = typer.Option("local", "--backend", help="local or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
+    workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
+                                       "each [2]."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
@@ -332,7 +336,7 @@ def li_jiao_gmm(
                  f"({spec.sampler.schedule}, T = {spec.sampler.steps}), {spec.trials} trials "
                  f"per class and w, device {spec.device}, seed {spec.seed}")
         result = _run_study(spec, out, backend=backend, address=address, quiet=quiet,
-                            report=True, debug=debug, title=title)
+                            report=True, debug=debug, title=title, workers=workers)
         figure = plot_q_vs_w(result.rows, out / "q_vs_w.png",
                              title=f"Li-Jiao GMM experiment: {spec.sampler.name}, "
                                    f"T = {spec.sampler.steps}, {spec.trials} trials")

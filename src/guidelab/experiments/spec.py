@@ -639,9 +639,12 @@ def _check_metrics(spec: Spec, distribution) -> None:
     if len(set(spec.metrics)) != len(spec.metrics):
         raise SpecError("", "metrics", "expected distinct metric names")
     for name, options in spec.metric_options.items():
-        if name not in spec.metrics:
+        if name not in METRICS:
             raise SpecError("", format_path(("metric_options", name)),
-                            f"options of a metric that is not in metrics {spec.metrics}")
+                            f"options of an unknown metric; expected one of "
+                            f"{', '.join(sorted(METRICS))}")
+        if name not in spec.metrics:
+            continue  # kept for when the metric is listed again; dropped when resolving
         try:
             METRICS[name].parse_options(options)
         except ValidationError as error:
@@ -827,6 +830,8 @@ def _validate(data: dict, source: str) -> Spec:
     resolved["sweep"] = {W_KEY: spec.w, CLASS_KEY: sweep[CLASS_KEY],
                          **{key: spec.sweep[key] for key in swept_keys}}
     resolved["device"] = _check_device(spec.device)
+    resolved["metric_options"] = {name: options for name, options in spec.metric_options.items()
+                                  if name in spec.metrics}
     if spec.reference.enabled and spec.reference.schedule is None:
         from ..schedules import SCHEDULES, make_schedule
 
