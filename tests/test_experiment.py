@@ -11,7 +11,6 @@ from guidelab.experiments import (
     default_mixture,
     default_strengths,
     li_jiao_spec,
-    load_spec,
     run_spec,
 )
 from guidelab.experiments.li_jiao_gmm import EXACT_SAMPLER, RESULT_COLUMNS
@@ -19,6 +18,7 @@ from guidelab.samplers import SampleResult
 from guidelab.samplers.registry import SAMPLER_INFO, SAMPLERS, register_sampler
 
 Z = 1.959963984540054  # 95% two-sided normal quantile
+MONTE_CARLO = ['metrics=["class_probability"]']  # the exact grid columns have their own tests
 
 
 def rows_of(rows, sampler, c=None):
@@ -48,7 +48,8 @@ def test_default_strengths_follow_the_paper():
 
 @pytest.fixture(scope="module")
 def unguided_rows(tmp_path_factory):
-    spec = li_jiao_spec(trials=10_000, steps=1000, strengths=[0.0], reference_steps=50)
+    spec = li_jiao_spec(trials=10_000, steps=1000, strengths=[0.0], reference_steps=50,
+                        overrides=MONTE_CARLO)
     return run_spec(spec, tmp_path_factory.mktemp("unguided"), progress=False).rows
 
 
@@ -81,7 +82,7 @@ def test_rows_record_what_produced_them(unguided_rows):
 
 def test_guidance_lowers_q_but_not_every_sample(tmp_path):
     spec = li_jiao_spec(trials=4000, steps=200, strengths=[0.0, 0.1, 1.0, 10.0],
-                        reference=False)
+                        reference=False, overrides=MONTE_CARLO)
     rows = run_spec(spec, tmp_path, progress=False).rows
     decreased = []
     for c in range(3):
@@ -100,7 +101,8 @@ def test_guidance_lowers_q_but_not_every_sample(tmp_path):
 
 
 def test_interrupted_run_keeps_finished_units(tmp_path):
-    spec = li_jiao_spec(trials=300, steps=20, strengths=[0.0, 1.0, 2.0], reference=False)
+    spec = li_jiao_spec(trials=300, steps=20, strengths=[0.0, 1.0, 2.0], reference=False,
+                        overrides=MONTE_CARLO)
     seen = []
 
     def interrupt_after_first_unit(result):
@@ -125,10 +127,8 @@ def test_non_finite_samples_are_counted_not_averaged(tmp_path, monkeypatch):
 
     register_sampler("diverging", diverging, ("discrete",), stochastic=False)
     try:
-        spec = load_spec("li-jiao-gmm", ["trials=100", "sampler.steps=20",
-                                         "sampler.name=diverging", "sweep.w=[0]",
-                                         "reference.enabled=false",
-                                         'metrics=["class_probability"]'])
+        spec = li_jiao_spec(trials=100, steps=20, sampler="diverging", strengths=[0.0],
+                            reference=False, overrides=MONTE_CARLO)
         rows = run_spec(spec, tmp_path, progress=False).rows
     finally:
         SAMPLER_INFO.pop("diverging")
@@ -157,9 +157,15 @@ def test_strengths_without_zero_get_the_baseline():
     assert li_jiao_spec(strengths=[1.0, 2.0]).w == [0.0, 1.0, 2.0]
 
 
+def test_further_overrides_are_validated_and_named():
+    assert li_jiao_spec(overrides=["seed=7"]).seed == 7
+    with pytest.raises(SpecError, match="^--set seed: seed: expected a number >= 0"):
+        li_jiao_spec(overrides=["seed=-7"])
+
+
 def test_negative_strength_runs_with_opt_in(tmp_path):
     spec = li_jiao_spec(trials=1000, steps=20, strengths=[0.0, -0.5], allow_negative=True,
-                        reference=False)
+                        reference=False, overrides=MONTE_CARLO)
     rows = run_spec(spec, tmp_path, progress=False).rows
     by_class = {(r["class"], r["w"]): r for r in rows}
     # guiding away from the class raises Q (the reverse of the theorem's direction)

@@ -26,6 +26,7 @@ li-jiao-gmm`` applied.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -98,12 +99,15 @@ def default_strengths(num: int = 10, w_min: float = 0.01, w_max: float = 10.0) -
     return [0.0] + [float(f"{w_min * ratio**i:.6g}") for i in range(num)]
 
 
-def li_jiao_spec(builtin: str = "li-jiao-gmm", **options) -> Spec:
+def li_jiao_spec(builtin: str = "li-jiao-gmm", *, overrides: Sequence[str] = (),
+                 **options) -> Spec:
     """A built-in Li–Jiao spec (``li-jiao-gmm`` or ``li-jiao-1d``) with options set, validated
     and resolved.
 
     Args:
         builtin: the built-in spec's name.
+        overrides: further ``"key.path=value"`` settings (TOML values, as ``--set``) applied
+            after the options, e.g. ``['metrics=["class_probability"]']``.
         **options: keywords of :data:`LI_JIAO_OPTIONS` (``trials``, ``steps``, ``sampler``,
             ``schedule``, ``device``, ``seed``, ``strengths`` (0 is added when missing),
             ``classes``, ``allow_negative``, ``reference``, ``reference_steps``, ``dtype``
@@ -121,7 +125,7 @@ def li_jiao_spec(builtin: str = "li-jiao-gmm", **options) -> Spec:
                          f"{', '.join(LI_JIAO_OPTIONS)}")
     data = tomllib.loads(builtin_spec_text(builtin))
     labels: dict[str, str] = {}
-    overrides = []
+    pairs = []
     for name, value in options.items():
         if value is None:
             continue
@@ -132,9 +136,13 @@ def li_jiao_spec(builtin: str = "li-jiao-gmm", **options) -> Spec:
         elif name == "classes":
             value = list(value)
         path, option = LI_JIAO_OPTIONS[name]
-        overrides.append((path, value))
+        pairs.append((path, value))
         labels[path] = option
-    from .spec import apply_overrides
+    from .spec import apply_overrides, parse_set
 
-    return validate_spec(apply_overrides(data, overrides), f"{builtin} (built-in)",
+    for text in overrides:
+        path, value = parse_set(text)
+        pairs.append((path, value))
+        labels.setdefault(path, f"--set {path}")
+    return validate_spec(apply_overrides(data, pairs), f"{builtin} (built-in)",
                          set_keys=labels)
