@@ -232,8 +232,8 @@ def run(
     address: str | None = typer.Option(None, "--address", help="Ray cluster to connect to "
                                        "(default: start a local Ray instance)."),
     workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
-                                       "each: threads of this process (local) or CPUs of a "
-                                       "local Ray instance [2]."),
+                                       "each: threads of this process (local, default up to "
+                                       "4) or CPUs of a local Ray instance (default 2)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),

@@ -3,8 +3,8 @@ r"""Backends: where a study's units run. They differ only in that; results are t
 A backend is any object with ``run(spec, units, on_result, *, chunk_rows, on_rows, log)`` and a
 ``reports_rows`` flag (whether it calls ``on_rows`` as samples finish).
 
-* :class:`LocalBackend` (default): the units one after the other in this process, in the fixed
-  order of :func:`~guidelab.experiments.units.expand_units`.
+* :class:`LocalBackend` (default): the units in this process, started in the fixed order of
+  :func:`~guidelab.experiments.units.expand_units`, a few at a time in threads (one CPU each).
 * :class:`RayBackend`: each unit a Ray task (``pip install 'guidelab[ray]'``; Ray is imported
   only when this backend is used). With ``address`` it connects to an existing cluster (every
   worker needs guidelab installed); otherwise it starts a local Ray instance with a few CPUs and
@@ -50,7 +50,7 @@ class LocalBackend:
     ``on_result``) stops the units in flight at their next strength; they leave no file.
 
     Args:
-        workers: units at a time (default min(2, CPU count)).
+        workers: units at a time (default min(4, CPU count)).
     """
 
     name = "local"
@@ -60,7 +60,7 @@ class LocalBackend:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or workers < 1):
             raise ValueError(f"workers: expected a positive integer, got {workers!r}")
-        self.workers = workers or min(2, os.cpu_count() or 1)
+        self.workers = workers or min(4, os.cpu_count() or 1)
 
     def run(self, spec: Spec, units: Sequence[Unit], on_result: Callable, *,
             chunk_rows: int | None = None, on_rows: Callable | None = None,

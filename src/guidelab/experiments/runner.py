@@ -23,7 +23,7 @@ draws the same noise for every row, but batched products (BLAS kernels chosen by
 rows, vectorised loops with scalar tails) may round the last float32 bit of a sample
 differently, and merged moments round differently: results then agree to rounding, not to the
 bit. The same holds for PyTorch's CPU thread count, which a unit therefore fixes
-(:data:`UNIT_CPU_THREADS`; several cores run several units at once on the Ray backend). Chunk
+(:data:`UNIT_CPU_THREADS`; several cores run several units at once instead). Chunk
 sizes are part of the spec (``chunk_rows``, or the device default); an
 out-of-memory error (CUDA's, or the CPU allocator's) halves the chunk, to a multiple of 8 rows,
 with a message, and retries it: the rows, and so their noise, stay the same.
@@ -204,7 +204,7 @@ UNIT_CPU_THREADS = 1
 """PyTorch CPU threads a unit runs with: results must not depend on the machine's thread count
 (parallel kernels split sums and pick BLAS paths by thread, which changes the last bits), and
 one thread per unit is also what a Ray worker gets. Several cores run several units at once
-(``--backend ray``)."""
+(the local backend's threads, or Ray's workers)."""
 
 
 @contextlib.contextmanager
