@@ -10,7 +10,7 @@ A *spec* is a TOML file (or a built-in one shipped in ``guidelab/experiments/spe
     seed = 0                    # row r of class c draws its noise from (seed, c, r)
     dtype = "float32"           # or "float64": the sampler's precision
     device = "cpu"              # "cuda", "cuda:1", "auto" (CUDA when present)
-    # chunk_rows = 65536        # rows a chunk (default: by device); multiples of 8 keep bits
+    # chunk_rows = 65536        # rows a chunk (default: by device); the same size, the same bits
     keep_samples = 500          # first samples of every w stored for plots (d <= 2)
     metrics = ["class_probability"]   # names in guidelab.experiments.measures.METRICS
     metric_options = { class_probability = { level = 0.95 } }
