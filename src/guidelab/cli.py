@@ -341,6 +341,8 @@ def li_jiao_gmm(
                              title=f"Li-Jiao GMM experiment: {spec.sampler.name}, "
                                    f"T = {spec.sampler.steps}, {spec.trials} trials")
         typer.echo(f"  figure: {figure}")
+        typer.echo(f"  profile (where in noise level guidance lowers Q, w = 1): "
+                   f"{_write_profile(spec, out, 1.0)}")
 
 
 # --- li-jiao-digits (learned models) ---
