@@ -197,7 +197,8 @@ def test_tweedie_posterior_mean_by_monte_carlo(mixture3d):
 
 
 def heavy_tail_mixture():
-    """DESIGN section 1: c0 = N(-1, 0.5^2), c1 = {N(1, 0.3^2), N(3, 0.3^2)}, p(c) = 1/2."""
+    """Heavy-tailed example (docs/maths.md): c0 = N(-1, 0.5^2), c1 = {N(1, 0.3^2), N(3, 0.3^2)},
+    p(c) = 1/2."""
     return GaussianMixture(means=[[-1.0], [1.0], [3.0]], covariances=[0.25, 0.09, 0.09],
                            weights=[0.5, 0.25, 0.25], labels=[0, 1, 1])
 

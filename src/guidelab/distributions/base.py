@@ -10,7 +10,7 @@ and the mixture stays a mixture with the same weights:
     grad log p_t(x | c) = sum_{k: c_k = c} r_k^c(x) grad log p_{k,t}(x),
 
 with responsibilities r^c = softmax over the class's components of log pi_k + log p_{k,t}(x).
-The guided score of strength w (DESIGN convention: w = 0 is unguided),
+The guided score of strength w (docs/conventions.md: w = 0 is unguided),
 
     s^w(x | c) = (1 + w) grad log p_t(x | c) - w grad log p_t(x)
                = sum_k [(1 + w) r_k^c(x) - w r_k(x)] grad log p_{k,t}(x),
@@ -357,9 +357,6 @@ class LabelledMixture:
                     # (1 + w) r^c - w r = lerp(r, r^c, 1 + w)
                     weights = torch.lerp(_row_softmax(log_joint), weights, 1 + w)
             out[rows] = self._combine_scores(weights, aux, x[rows], a, s, params)
-        if not torch.isfinite(out).all():
-            raise FloatingPointError("score: the computation produced non-finite values "
-                                     "(overflow); the inputs are too extreme for this dtype")
         return out
 
     # ----------------------------------------------------------------- sampling
