@@ -270,17 +270,17 @@ class GaussianMixture(LabelledMixture):
         projected = np.einsum("kil,ki->kl", vecs, (self.means - center).numpy())  # p_k, [K, d]
         upper = np.stack(np.triu_indices(d), 1)  # (i, j), i <= j, [d (d + 1) / 2, 2]
         p = len(upper) + d + 1  # features [x'_i x'_j (i <= j), x', 1]
-        m = d * (d + 1) + 1  # table columns [-P_i0 .. -P_i(d-1), b_i for each i, 1]
+        m = d * (d + 1) + 1  # table columns [b, -P[:, 0], .., -P[:, d - 1], 1]
         coefficients = np.zeros((K, 3 * d, p + m))
         outer = np.einsum("kil,kjl->klij", vecs, vecs)  # u_kl,i u_kl,j, [K, d (l), d, d]
         for column, (i, j) in enumerate(upper):  # -P_ij / 2 on the diagonal, -P_ij off it
             coefficients[:, :d, column] = -outer[:, :, i, j] * (0.5 if i == j else 1.0)
         for i in range(d):
-            # linear feature x'_i: b_ki = sum_l (alpha / D_kl) p_kl u_kl,i
+            # linear feature x'_i and table column b_i: b_ki = sum_l (alpha / D_kl) p_kl u_kl,i
             coefficients[:, d:2 * d, len(upper) + i] = projected * vecs[:, i, :]
-            for j in range(d):  # table: -P_ij
-                coefficients[:, :d, p + i * (d + 1) + j] = -outer[:, :, i, j]
-            coefficients[:, d:2 * d, p + i * (d + 1) + d] = projected * vecs[:, i, :]  # b_i
+            coefficients[:, d:2 * d, p + i] = projected * vecs[:, i, :]
+            for j in range(d):  # table: -P_ij in the block of column j
+                coefficients[:, :d, p + d + j * d + i] = -outer[:, :, i, j]
         coefficients[:, 2 * d:, p - 1] = -0.5 * projected**2  # -alpha m'^T b / 2
         coefficients[:, :, :p] *= LOG2_E  # log-joints in base 2: exp2 is cheaper than exp
         return {
@@ -315,8 +315,7 @@ class GaussianMixture(LabelledMixture):
         full[:, -1] = 1.0  # the normaliser sum_k e_k
         if isinstance(c, int) and not guided:
             full = full[base["class_mask"][c]]  # a class alone is a smaller mixture
-        affine = full[:, p:-1].reshape(-1, d, d + 1)  # [-P_k | b_k], [K, d, d + 1]
-        table = full[:, p:].T  # [m, K]
+        table = full[:, p:].T  # [b_k, -P_k[:, 0], .., -P_k[:, d - 1], 1], [m, K]
         if isinstance(c, int) and guided:
             table = np.concatenate([table, table * base["class_mask"][c]], 0)  # [2 m, K]
         device, dtype = base["class_mask_t"].device, base["class_mask_t"].dtype
@@ -327,8 +326,8 @@ class GaussianMixture(LabelledMixture):
             "weights_t": torch.from_numpy(np.ascontiguousarray(full[:, :p])).to(device),
             "table_t": torch.from_numpy(np.ascontiguousarray(table)).to(device, dtype),
             # S = max |P_ij|, beta = max |b_i|, gamma = max |c_k| (full holds log2 e c)
-            "bound": (float(np.abs(affine[:, :, :d]).max(initial=0.0)),
-                      float(np.abs(affine[:, :, d]).max(initial=0.0)),
+            "bound": (float(np.abs(full[:, p + d:-1]).max(initial=0.0)),
+                      float(np.abs(full[:, p:p + d]).max(initial=0.0)),
                       float(np.abs(full[:, p - 1]).max(initial=0.0)) / LOG2_E),
             # largest admitted A(x): (p + 3) 2^-53 A <= tau
             "limit": EXPANSION_TOLERANCE / ((p + 3) * FLOAT64_ROUNDOFF),
@@ -433,21 +432,21 @@ class GaussianMixture(LabelledMixture):
                 torch.mm(table_t, class_expo, out=sums[m:])
             else:
                 torch.mm(table_t, expo, out=sums)
-            sums = sums.view(groups, m, n)  # [g, m, n]
+            sums = sums.view(groups, m, n)  # [g, m, n]: [sum e b, sum e (-P[:, j]) .., sum e]
             coords = features[p - d - 1:p - 1].to(dtype)  # x', [d, n]
-            blocks = sums[:, :m - 1].view(groups, d, d + 1, n)  # [-P | b] sums, [g, d, d+1, n]
-            numer = blocks[:, :, d].clone()  # [g, d, n]
-            for j in range(d):
-                numer.addcmul_(blocks[:, :, j], coords[j])  # sum_k e_k (b_k - P_k x')
-            total = sums[:, m - 1]  # [g, n]
+            numer = torch.addcmul(sums[:, :d], sums[:, d:2 * d], coords[0])  # [g, d, n]
+            for j in range(1, d):
+                numer.addcmul_(sums[:, d * (j + 1):d * (j + 2)], coords[j])
+            total = sums[:, m - 1]  # sum_k e_k, [g, n]
             if not guided:
-                out[rows] = (numer[0] / total[0]).T
-                continue
-            w = strength if strength.ndim == 0 else strength[rows]  # [] or [n]
-            redo[rows] = total[1] < TINY_CLASS_TOTAL
-            # (1 + w) s^c - w s from the normalised sums
-            score = numer[1] * ((1 + w) / total[1]) - numer[0] * (w / total[0])  # [d, n]
-            out[rows] = score.T
+                score = numer[0].mul_(total[0].reciprocal())  # [d, n]
+            else:
+                w = strength if strength.ndim == 0 else strength[rows]  # [] or [n]
+                redo[rows] = total[1] < TINY_CLASS_TOTAL
+                # (1 + w) s^c - w s from the normalised sums
+                score = numer[1].mul_((1 + w) / total[1]).addcmul_(
+                    numer[0], total[0].reciprocal().mul_(-w))  # [d, n]
+            torch.stack(tuple(score), dim=1, out=out[rows])  # [n, d]
 
     # ----------------------------------------------------------------- the rest
 
