@@ -34,10 +34,11 @@ W phi (``[K, p] @ [p, N]``). The score is linear in the responsibilities too,
 
     sum_k r_k grad log p_{k,t}(x) = sum_k r_k (b_k - P_k x'),
 
-so with e_k = exp(L_k - max_j L_j) a second product sum_k e_k [-P_k | b_k | 1]
-(``[d (d + 1) + 1, K] @ [K, N]``) gives every row's sums and normaliser, and a (d + 1)-term
-contraction with u per row finishes it. The guided combination (1 + w) r^c - w r is taken on
-those sums: one more block of rows in the second product, masked to class c. Per component
+so with e_k = exp(L_k - max_j L_j) a second product sum_k e_k [b_k, -P_k[:, 0], ..,
+-P_k[:, d - 1], 1] (``[d (d + 1) + 1, K] @ [K, N]``) gives every row's sums and normaliser,
+and a (d + 1)-term contraction with u per row finishes it. The guided combination
+(1 + w) r^c - w r is taken on those sums: one more block of rows in the second product, masked
+to class c. Per component
 that is p multiply-adds, one exponential and d (d + 1) + 1 multiply-adds: no ``[N, K d]``
 intermediate. Everything runs with one column per point (``[K, N]`` and ``[p, N]`` layouts), in
 which each step is a wide elementwise operation or a matrix product, and the exponentials are
