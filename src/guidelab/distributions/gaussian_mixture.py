@@ -34,16 +34,16 @@ W phi (``[K, p] @ [p, N]``). The score is linear in the responsibilities too,
 
     sum_k r_k grad log p_{k,t}(x) = sum_k r_k (b_k - P_k x'),
 
-so with e_k = exp(L_k - max_j L_j) a second product sum_k e_k [b_k, -P_k[:, 0], .., -P_k[:, d -
-1], 1] (``[d (d + 1) + 1, K] @ [K, N]``) gives every row's sums and normaliser, and a (d +
-1)-term contraction with u per row finishes it. The guided combination (1 + w) r^c - w r is
-taken on those sums: one more block of rows in the second product, masked to class c. Per
-component that is p multiply-adds, one exponential and d (d + 1) + 1 multiply-adds: no ``[N, K
-d]`` intermediate. Everything runs with one column per point (``[K, N]`` and ``[p, N]``
-layouts), in which each step is a wide elementwise operation or a matrix product, and the
-exponentials are exp2 of log-joints in base 2 (cheaper than exp on the CPU). A row whose class
-sum underflows (below 2^-100: class c's log-joints all ~70 below the row's maximum) is redone
-in the residual form, which normalises within the class.
+so with e_k = exp(L_k - max_j L_j) a second product
+sum_k e_k [b_k, -P_k[:, 0], .., -P_k[:, d - 1], 1] (``[d (d + 1) + 1, K] @ [K, N]``) gives
+every row's sums and normaliser, and a (d + 1)-term contraction with u per row finishes it.
+The guided combination (1 + w) r^c - w r is taken on those sums: one more block of rows in the
+second product, masked to class c. Per component that is p multiply-adds, one exponential and
+d (d + 1) + 1 multiply-adds: no ``[N, K d]`` intermediate. Everything runs with one column per
+point (``[K, N]`` and ``[p, N]`` layouts), in which each step is a wide elementwise operation
+or a matrix product, and the exponentials are exp2 of log-joints in base 2 (cheaper than exp
+on the CPU). A row whose class sum underflows (below 2^-100: class c's log-joints all ~70
+below the row's maximum) is redone in the residual form, which normalises within the class.
 
 **Precision of the expansion.** The expansion adds terms far larger than the log-density when
 |x'| is large relative to a component's width, and their rounding errors do not cancel. In a
