@@ -36,6 +36,7 @@ from guidelab.samplers import (
     ode_euler,
     ode_heun,
 )
+from guidelab.samplers.base import run_steps
 from guidelab.samplers.exact import exact_reverse_coefficients
 
 Z = 4.5  # two-sided: P(|N(0, 1)| > 4.5) = 7e-6 per checked statistic
@@ -335,6 +336,31 @@ def test_nonfinite_rows_are_counted_zeroed_and_returned_as_nan(name):
     good = [i for i in range(64) if i not in bad_rows]
     assert torch.equal(result.samples[good], reference.samples[good])
     assert torch.isnan(result.trajectory[-1, bad_rows]).all()
+
+
+def test_guard_keeps_huge_finite_rows_and_catches_later_deaths():
+    # float32 rows of 3e38: finite, but their sum overflows, so the guard's cheap sum test
+    # fails and the row test must decide (none dead); a row that turns infinite at step 3 dies
+    # then and stays zeroed (seen by the step function as 0) until it is returned as NaN
+    seen = []
+
+    def step(i, x):
+        seen.append(x[1].clone())
+        out = x.clone()
+        if i == 3:
+            out[1] = math.inf
+        return out + 1.0
+
+    x_init = torch.zeros(4, 2)
+    x_init[0] = 3e38
+    x_init[2] = -3e38
+    result = run_steps(step, 6, x_init)
+    assert result.n_nonfinite == 1
+    assert torch.equal(result.samples[[0, 2]], x_init[[0, 2]] + 6.0)  # + 6 is lost in 3e38
+    assert torch.equal(result.samples[3], torch.full((2,), 6.0))
+    assert torch.isnan(result.samples[1]).all()
+    assert [row.tolist() for row in seen] == [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0],
+                                             [0.0, 0.0], [0.0, 0.0]]
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))

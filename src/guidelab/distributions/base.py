@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from .. import noise as _noise
-from .._validation import as_float64, check_noise_level, check_points
+from .._validation import all_finite, as_float64, check_noise_level, check_points
 
 __all__ = ["LabelledMixture", "NoiseLevel", "ClassArg"]
 
@@ -60,13 +60,6 @@ def _row_softmax(log_joint: torch.Tensor) -> torch.Tensor:
         padded = torch.nn.functional.pad(log_joint, (0, 16 - K), value=-math.inf)  # [n, 16]
         return torch.softmax(padded, dim=1)[:, :K]
     return torch.softmax(log_joint, dim=1)
-
-
-def _all_finite(values: torch.Tensor) -> bool:
-    """Whether every entry is finite: one sum first (a finite sum has finite terms), the
-    elementwise test only when the sum is not (NaN, an infinity, or finite terms whose sum
-    overflowed). 15x cheaper than ``isfinite(values).all()`` on [65536, 2] float32 scores."""
-    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
 
 
 class LabelledMixture:
@@ -338,7 +331,7 @@ class LabelledMixture:
     def _weighted_score(self, x, alpha, sigma, c, strength) -> torch.Tensor:
         params = self._call_params(x, alpha, sigma)
         out = self._weighted_score_rows(x, alpha, sigma, c, strength, params)
-        if not _all_finite(out):
+        if not all_finite(out):
             raise FloatingPointError("score: the computation produced non-finite values "
                                      "(overflow); the inputs are too extreme for this dtype")
         return out

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import noise as _noise
-from .._validation import check_finite
+from .._validation import all_finite, check_finite
 from ..noise import RowNoise
 from ..schedules import DiscreteSchedule
 
@@ -119,11 +119,16 @@ def run_steps(step: Callable[[int, torch.Tensor], torch.Tensor], num_steps: int,
     dead = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # [N]
     dead_rows = row_view(dead, x)  # [N, 1, ...], a view of dead
     trajectory = [x_init.clone()] if return_trajectory else None
+    any_dead = False
     with torch.no_grad():
         for i in tqdm(range(num_steps), desc=desc, disable=not progress, leave=False):
             x = step(i, x)  # [N, ...]
-            dead |= ~finite_rows(x)  # [N]
-            x = x.masked_fill_(dead_rows, 0.0)  # [N, ...]
+            # a finite sum proves every row finite: the row test and the fill run only when a
+            # row is (or was) dead, not on every step
+            if any_dead or not all_finite(x):
+                dead |= ~finite_rows(x)  # [N]
+                any_dead = bool(dead.any())
+                x = x.masked_fill_(dead_rows, 0.0)  # [N, ...]
             if trajectory is not None:
                 trajectory.append(x.masked_fill(dead_rows, math.nan))
     n_nonfinite = int(dead.sum())
