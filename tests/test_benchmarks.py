@@ -45,3 +45,19 @@ def test_streaming_benchmark_runs():
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith("cpu ")]
     assert [row[1] for row in rows] == ["512", "1,024"]
     assert all(row[7] == "0" for row in rows)  # no non-finite samples
+
+
+def test_gpu_script_refuses_without_cuda(tmp_path):
+    """benchmarks/gpu.sh parses, and on a machine without CUDA stops before running anything,
+    with status 2 and a one-line reason (it is for the GPU machine only)."""
+    import torch
+
+    script = BENCHMARKS / "gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present: the script would run every GPU check")
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable,
+                                 "OUT": str(tmp_path / "out")}, check=False)
+    assert result.returncode == 2
+    assert "no CUDA device" in result.stderr and not (tmp_path / "out").exists()

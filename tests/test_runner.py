@@ -133,6 +133,24 @@ def test_other_chunkings_change_only_the_rounding(tiny, chunk_rows):
             assert x[column] == pytest.approx(y[column], rel=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_unit_gives_the_float64_cpu_rows(tiny):
+    """The same unit on CUDA and on the CPU in float64: the row-keyed noise is integer
+    hashing, so the samples differ only by the devices' rounding of log, sin, cos and the
+    products; counts agree exactly and the means to rounding."""
+    cpu = run_unit(load_spec(tiny, ["dtype='float64'"]), {"class": 1})
+    cuda = run_unit(load_spec(tiny, ["dtype='float64'", "device='cuda'"]), {"class": 1})
+    a = torch.tensor([cuda.samples["x0"], cuda.samples["x1"]], dtype=torch.float64)
+    b = torch.tensor([cpu.samples["x0"], cpu.samples["x1"]], dtype=torch.float64)
+    assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    for x, y in zip(cuda.rows, cpu.rows, strict=True):
+        assert (x["n"], x["n_nonfinite"], x["accuracy"]) == (y["n"], y["n_nonfinite"],
+                                                             y["accuracy"])
+        assert x["device"] != y["device"]
+        for column in ("q_mean", "q_se", "p_mean"):
+            assert x[column] == pytest.approx(y[column], rel=1e-9)
+
+
 def test_units_do_not_depend_on_the_thread_count(monkeypatch):
     """A unit runs with one PyTorch CPU thread whatever the process set (parallel kernels
     round differently), and the process's setting is restored."""
