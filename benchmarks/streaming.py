@@ -18,6 +18,12 @@ excluded), peak resident memory of the process (``VmHWM``) on the CPU and
 ``torch.cuda.max_memory_allocated`` on a GPU. The CPU rows show that peak memory does not grow
 with the number of samples; the GPU row is the 10^8-sample, 1000-step study (target 1e9
 sample-steps/s).
+
+The baseline (``method`` = ``sampler``, one subprocess a size as well) is the bare fused sampler
+of ``benchmarks/sampling.py`` on the same mixture, strengths and number of samples: one
+``ddpm_type`` call a strength on every row at once, ``torch.Generator`` noise, no metric, and
+on the CPU the one PyTorch thread a unit runs with. Their ratio is what streaming costs on top
+of sampling (row-keyed noise, the metric records, the chunk loop). ``--no-baseline`` skips it.
 """
 
 from __future__ import annotations
@@ -78,35 +84,65 @@ def peak_resident_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def child(args) -> None:
-    """One size, in this (fresh) process: prints one JSON line."""
+def run_streamed(spec) -> dict:
+    """The study's own unit execution: Q(w) of each strength and the non-finite rows."""
     from guidelab.experiments.runner import run_unit
 
+    result = run_unit(spec, {"class": 0})
+    return {"q_mean": [row["q_mean"] for row in result.rows],
+            "nonfinite": sum(int(row["n_nonfinite"]) for row in result.rows)}
+
+
+def run_sampler(spec) -> dict:
+    """The baseline: the bare fused sampler on all of a strength's rows at once, no metric,
+    with as many CPU threads as a unit gets."""
+    from guidelab.experiments.runner import UNIT_CPU_THREADS
+    from guidelab.guidance import ClassifierFreeGuidance
+    from guidelab.samplers import ddpm_type
+    from guidelab.schedules import make_schedule
+
+    device, dtype = torch.device(spec.device), spec.torch_dtype
+    if device.type == "cpu":
+        torch.set_num_threads(UNIT_CPU_THREADS)
+    mixture = spec.distribution_object()
+    schedule = make_schedule(spec.sampler.schedule, spec.sampler.steps)
+    nonfinite = 0
+    for w in STRENGTHS:
+        generator = torch.Generator(device=device).manual_seed(spec.seed)
+        x_init = torch.randn(spec.trials, 2, generator=generator, device=device, dtype=dtype)
+        result = ddpm_type(ClassifierFreeGuidance(mixture, 0, w), schedule, x_init,
+                           generator=generator)
+        nonfinite += result.n_nonfinite
+    return {"q_mean": [], "nonfinite": nonfinite}
+
+
+def child(args) -> None:
+    """One size and method, in this (fresh) process: prints one JSON line."""
+    run = {"unit": run_streamed, "sampler": run_sampler}[args.method]
     device = torch.device(args.device)
-    warm = study_spec(4096, 2, args.device, None)
-    run_unit(warm, {"class": 0})  # imports, caches, allocator pools
+    run(study_spec(4096, 2, args.device, None))  # imports, caches, allocator pools
     spec = study_spec(args.samples, args.steps, args.device, args.chunk_rows)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    result = run_unit(spec, {"class": 0})
+    out = run(spec)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     samples = spec.trials * len(STRENGTHS)
-    out = {"device": str(device), "samples": samples, "steps": args.steps, "seconds": seconds,
-           "rate": samples * args.steps / seconds, "rss": peak_resident_bytes(),
-           "gpu_peak": torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-           else None,
-           "q_mean": [row["q_mean"] for row in result.rows],
-           "nonfinite": sum(int(row["n_nonfinite"]) for row in result.rows)}
+    out |= {"device": str(device), "method": args.method, "samples": samples,
+            "steps": args.steps, "seconds": seconds, "rate": samples * args.steps / seconds,
+            "rss": peak_resident_bytes(),
+            "gpu_peak": torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else None}
     print(json.dumps(out), flush=True)
 
 
-def measure(device: str, samples: int, steps: int, chunk_rows: int | None, timeout: float):
+def measure(device: str, samples: int, steps: int, chunk_rows: int | None, timeout: float,
+            method: str = "unit"):
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--device", device,
-               "--samples", str(samples), "--steps", str(steps)]
+               "--samples", str(samples), "--steps", str(steps), "--method", method]
     if chunk_rows:
         command += ["--chunk-rows", str(chunk_rows)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
@@ -116,7 +152,7 @@ def measure(device: str, samples: int, steps: int, chunk_rows: int | None, timeo
 
 
 def print_rows(rows) -> None:
-    header = (f"{'device':<8} {'samples':>11} {'steps':>5} {'seconds':>8} "
+    header = (f"{'device':<8} {'method':<8} {'samples':>11} {'steps':>5} {'seconds':>8} "
               f"{'sample-steps/s':>14} {'peak RSS GiB':>12} {'peak GPU GiB':>12} "
               f"{'non-finite':>10}  Q(w=0), Q(w=2)")
     print(header)
@@ -125,7 +161,7 @@ def print_rows(rows) -> None:
         gpu = f"{row['gpu_peak'] / 2**30:12.3f}" if row["gpu_peak"] is not None \
             else f"{'-':>12}"
         q = ", ".join(f"{v:.4f}" for v in row["q_mean"])
-        print(f"{row['device']:<8} {row['samples']:>11,} {row['steps']:>5} "
+        print(f"{row['device']:<8} {row['method']:<8} {row['samples']:>11,} {row['steps']:>5} "
               f"{row['seconds']:>8.2f} {row['rate']:>14.3e} {row['rss'] / 2**30:>12.3f} "
               f"{gpu} {row['nonfinite']:>10}  {q}", flush=True)
 
@@ -140,11 +176,14 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=None,
                         help="rows a chunk (default: the runner's device default)")
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU run")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the bare-sampler baseline")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds a run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--samples", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--method", default="unit", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -153,17 +192,24 @@ def main() -> None:
     print(f"# streaming study: d = 2, K = 16, ddpm_type + CFG (w in {STRENGTHS}), float32, "
           f"class_probability records; torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, load average {load:.2f}")
-    rows = [measure("cpu", size, args.cpu_steps, args.chunk_rows, args.timeout)
-            for size in args.cpu_sizes]
+    methods = ["unit"] if args.no_baseline else ["unit", "sampler"]
+    runs = [("cpu", size, args.cpu_steps) for size in args.cpu_sizes]
     if torch.cuda.is_available() and not args.no_gpu:
-        rows.append(measure("cuda", args.gpu_samples, args.gpu_steps, args.chunk_rows,
-                            args.timeout))
+        runs.append(("cuda", args.gpu_samples, args.gpu_steps))
+    rows = [measure(device, size, steps, args.chunk_rows, args.timeout, method)
+            for device, size, steps in runs for method in methods]
     print_rows(rows)
-    if len(args.cpu_sizes) > 1:
-        cpu = [row for row in rows if row["device"] == "cpu"]
-        growth = cpu[-1]["rss"] / cpu[0]["rss"]
-        print(f"peak RSS at {cpu[-1]['samples']:,} samples / at {cpu[0]['samples']:,}: "
-              f"{growth:.3f} (samples x{cpu[-1]['samples'] / cpu[0]['samples']:.0f})")
+    for method in methods:
+        cpu = [row for row in rows if row["device"] == "cpu" and row["method"] == method]
+        if len(cpu) > 1:
+            growth = cpu[-1]["rss"] / cpu[0]["rss"]
+            print(f"{method}: peak RSS at {cpu[-1]['samples']:,} samples / at "
+                  f"{cpu[0]['samples']:,}: {growth:.3f} "
+                  f"(samples x{cpu[-1]['samples'] / cpu[0]['samples']:.0f})")
+    if len(methods) > 1:  # rows come in (unit, sampler) pairs, one pair a run
+        for unit, bare in zip(rows[::2], rows[1::2], strict=True):
+            print(f"{unit['device']}, {unit['samples']:,} samples: streamed at "
+                  f"{unit['rate'] / bare['rate']:.2f} x the bare sampler's rate")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ def test_streaming_benchmark_runs():
     assert result.returncode == 0, result.stderr
     assert "sample-steps/s" in result.stdout and "peak RSS" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith("cpu ")]
-    assert [row[1] for row in rows] == ["512", "1,024"]
-    assert all(row[7] == "0" for row in rows)  # no non-finite samples
+    assert [row[:3] for row in rows] == [["cpu", "unit", "512"], ["cpu", "sampler", "512"],
+                                         ["cpu", "unit", "1,024"], ["cpu", "sampler", "1,024"]]
+    assert all(row[8] == "0" for row in rows)  # no non-finite samples
+    assert "streamed at" in result.stdout
 
 
 def test_gpu_script_refuses_without_cuda(tmp_path):

@@ -176,9 +176,12 @@ class RowNoise:
         u1 = _shift_right(bits, 32).to(work).add_(0.5).mul_(scale)  # (0, 1), [N, P]
         angle = bits.bitwise_and_(_LOW32).to(work).add_(0.5).mul_(2.0 * math.pi * scale)
         radius = u1.log_().mul_(-2.0).sqrt_()  # [N, P]
-        pairs = torch.stack([torch.cos(angle), torch.sin(angle)], dim=2)  # [N, P, 2]
-        out = pairs.mul_(radius[:, :, None]).view(shape[0], -1)[:, :width]  # [N, D]
-        return out.to(dtype).reshape(shape)
+        # the pair (r cos, r sin) interleaved: products written straight into their strided
+        # places (a stack of cos and sin first cost as much as the rest of the draw at d = 2)
+        pairs = torch.empty((shape[0], 2 * radius.shape[1]), dtype=work, device=self.device)
+        torch.mul(torch.cos(angle), radius, out=pairs[:, 0::2])
+        torch.mul(torch.sin(angle), radius, out=pairs[:, 1::2])  # [N, 2 P]
+        return pairs[:, :width].to(dtype).reshape(shape)
 
     def uniform(self, shape, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Uniform draws in (0, 1) of ``shape = [N, ...]`` (53 random bits each)."""
