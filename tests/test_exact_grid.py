@@ -35,13 +35,7 @@ from guidelab.samplers.registry import linear_coefficients
 Z = 4.5  # two-sided normal quantile for statistical checks (7e-6 per check)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread avoids OpenMP's spinning on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import torch
 
 from guidelab.experiments import load_spec, run_spec
 from guidelab.experiments.spec import SpecError
@@ -41,12 +40,7 @@ steps = 20
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_exact_grid_columns_in_a_study(tmp_path):

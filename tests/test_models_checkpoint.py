@@ -21,16 +21,7 @@ from guidelab.models import (
     train_denoiser,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on a shared 2-core machine the
-    idle-spinning OpenMP workers slowed these tests 10-100x; results are deterministic either
-    way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_network():

@@ -14,15 +14,7 @@ from guidelab.samplers import ddim, ddpm_type
 diffusers = pytest.importorskip("diffusers")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on a shared 2-core machine the
-    idle-spinning OpenMP workers slowed these tests 10-100x; results are deterministic either
-    way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_unet(num_classes=4, seed=0):
