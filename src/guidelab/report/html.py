@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ..experiments.units import _freeze
 from .plots import _number, _pyplot, figure_png, q_vs_w_figure
 
 __all__ = ["write_report", "DensityFn"]
@@ -298,14 +299,6 @@ def _series_columns(study: _Study) -> list[str]:
             out.append(key)
             groups = split
     return out
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    return value
 
 
 def _samplerish(key: str) -> bool:
