@@ -199,6 +199,29 @@ class _Batches:
         return self.data[index], self.labels[index]
 
 
+def _prepare(network: nn.Module, data, labels, seed, device):
+    """What both trainings set up: the seed checked, the network moved to the device, and
+    (device, the network's dtype, the run's generator seeded with ``seed``, its batches)."""
+    _check_int(seed, "seed", minimum=0)
+    device = _resolve_device(device)
+    network.to(device)
+    dtype = next(network.parameters()).dtype
+    generator = torch.Generator(device=device).manual_seed(seed)
+    batches = _Batches(data, labels, network.num_classes, generator, device, dtype,
+                       getattr(network, "input_shape", None))
+    return device, dtype, generator, batches
+
+
+def _noised(x0: torch.Tensor, noise_range, generator, device, dtype):
+    """x = alpha x0 + sigma eps at levels drawn by :func:`sample_levels`: returns
+    (x ``[B, ...]``, alpha ``[B]``, sigma ``[B]``, eps ``[B, ...]``)."""
+    n = x0.shape[0]
+    alpha, sigma = sample_levels(n, noise_range, generator, device, dtype)  # [B], [B]
+    eps = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)  # [B, ...]
+    shape = (n,) + (1,) * (x0.ndim - 1)
+    return alpha.view(shape) * x0 + sigma.view(shape) * eps, alpha, sigma, eps
+
+
 def _learning_rate(step: int, steps: int, lr: float) -> float:
     warmup = max(1, steps // 20)
     if step < warmup:
@@ -281,23 +304,13 @@ def train_denoiser(network: nn.Module, data, labels: torch.Tensor | None = None,
     lr = _check_rate(lr, "lr", 1e-12, math.inf)
     p_uncond = _check_rate(p_uncond, "p_uncond", 0.0, 1.0)
     noise_range = _check_noise_range(noise_range)
-    _check_int(seed, "seed", minimum=0)
-    device = _resolve_device(device)
-    network.to(device)
-    dtype = next(network.parameters()).dtype
-    generator = torch.Generator(device=device).manual_seed(seed)
-    batches = _Batches(data, labels, network.num_classes, generator, device, dtype,
-                       getattr(network, "input_shape", None))
+    device, dtype, generator, batches = _prepare(network, data, labels, seed, device)
     null = network.null_class
     target = network.target
 
     def loss_fn(x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        n = x0.shape[0]
-        alpha, sigma = sample_levels(n, noise_range, generator, device, dtype)  # [B], [B]
-        eps = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)  # [B, ...]
-        shape = (n,) + (1,) * (x0.ndim - 1)
-        x = alpha.view(shape) * x0 + sigma.view(shape) * eps  # [B, ...]
-        drop = torch.rand(n, generator=generator, device=device) < p_uncond  # [B]
+        x, alpha, sigma, eps = _noised(x0, noise_range, generator, device, dtype)
+        drop = torch.rand(x0.shape[0], generator=generator, device=device) < p_uncond  # [B]
         labels = torch.where(drop, torch.full_like(labels, null), labels)  # [B]
         prediction = network(x, alpha, sigma, labels)  # [B, ...]
         return (prediction - training_target(target, x0, eps, alpha, sigma)).square().mean()
@@ -332,20 +345,10 @@ def train_classifier(network: nn.Module, data, labels: torch.Tensor | None = Non
     batch_size = _check_int(batch_size, "batch_size")
     lr = _check_rate(lr, "lr", 1e-12, math.inf)
     noise_range = _check_noise_range(noise_range)
-    _check_int(seed, "seed", minimum=0)
-    device = _resolve_device(device)
-    network.to(device)
-    dtype = next(network.parameters()).dtype
-    generator = torch.Generator(device=device).manual_seed(seed)
-    batches = _Batches(data, labels, network.num_classes, generator, device, dtype,
-                       getattr(network, "input_shape", None))
+    device, dtype, generator, batches = _prepare(network, data, labels, seed, device)
 
     def loss_fn(x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        n = x0.shape[0]
-        alpha, sigma = sample_levels(n, noise_range, generator, device, dtype)  # [B], [B]
-        eps = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
-        shape = (n,) + (1,) * (x0.ndim - 1)
-        x = alpha.view(shape) * x0 + sigma.view(shape) * eps  # [B, ...]
+        x, alpha, sigma, _ = _noised(x0, noise_range, generator, device, dtype)
         return nn.functional.cross_entropy(network(x, alpha, sigma), labels)
 
     config = {"objective": "cross-entropy on noised data", "noise_range": list(noise_range),
