@@ -40,6 +40,7 @@ import time
 import torch
 
 from guidelab import GaussianMixture, linear_schedule, make_schedule
+from guidelab.distributions import default_mixture
 from guidelab.exact import (
     Grid,
     decrease_profile,
@@ -49,7 +50,6 @@ from guidelab.exact import (
     propagate_dense,
     propagate_linear,
 )
-from guidelab.experiments.li_jiao_gmm import default_mixture
 from guidelab.guidance import ClassifierFreeGuidance
 from guidelab.samplers.registry import linear_coefficients
 

@@ -3,7 +3,7 @@ r"""Streaming a study: throughput and peak memory of one unit of many samples, r
 A 2-D study over a K = 16 Gaussian mixture (4 classes, full covariances; the mixture of
 ``benchmarks/sampling.py``), guided DDPM-type sampling with CFG at w in {0, 2} (w = 0 is the
 coupled baseline every study runs), the ``class_probability`` metric on every sample, driven by
-the studies' own unit execution (:func:`guidelab.experiments.runner.run_unit`): rows are drawn
+the studies' own unit execution (:func:`guidelab.studies.runner.run_unit`): rows are drawn
 from the row-keyed noise and sampled, measured and merged chunk by chunk, so memory is bounded
 by the chunk and not by the number of samples.
 
@@ -50,7 +50,7 @@ def study_spec(samples: int, steps: int, device: str, chunk_rows: int | None):
         from sampling import make_mixture
     finally:
         sys.path.remove(str(HERE))
-    from guidelab.experiments.spec import validate_spec
+    from guidelab.studies.spec import validate_spec
 
     mixture = make_mixture(2, 16)
     data = {
@@ -86,7 +86,7 @@ def peak_resident_bytes() -> int:
 
 def run_streamed(spec) -> dict:
     """The study's own unit execution: Q(w) of each strength and the non-finite rows."""
-    from guidelab.experiments.runner import run_unit
+    from guidelab.studies.runner import run_unit
 
     result = run_unit(spec, {"class": 0})
     return {"q_mean": [row["q_mean"] for row in result.rows],
@@ -96,10 +96,10 @@ def run_streamed(spec) -> dict:
 def run_sampler(spec) -> dict:
     """The baseline: the bare fused sampler on all of a strength's rows at once, no metric,
     with as many CPU threads as a unit gets."""
-    from guidelab.experiments.runner import UNIT_CPU_THREADS
     from guidelab.guidance import ClassifierFreeGuidance
     from guidelab.samplers import ddpm_type
     from guidelab.schedules import make_schedule
+    from guidelab.studies.runner import UNIT_CPU_THREADS
 
     device, dtype = torch.device(spec.device), spec.torch_dtype
     if device.type == "cpu":

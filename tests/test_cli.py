@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from guidelab.cli import app
-from guidelab.experiments import ResultStore, load_spec
+from guidelab.studies import ResultStore, load_spec
 
 runner = CliRunner()
 
@@ -164,12 +164,12 @@ def test_malformed_spec_file_is_one_line(tmp_path):
 
 
 def test_an_interruption_says_how_to_resume(tmp_path, monkeypatch):
-    import guidelab.experiments.runner as runner_module
+    import guidelab.studies.backends as backends_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner_module, "run_unit", interrupted)
+    monkeypatch.setattr(backends_module, "run_unit", interrupted)
     out = tmp_path / "out"
     result = invoke("run", "smoke", "--out", out, "--quiet", "--no-report")
     assert result.exit_code == 130

@@ -13,7 +13,7 @@ pytest.importorskip("sklearn")
 
 from sklearn.calibration import calibration_curve  # noqa: E402
 
-from guidelab.experiments.li_jiao_digits import (  # noqa: E402
+from guidelab.studies.li_jiao_digits import (  # noqa: E402
     RESULT_COLUMNS,
     DigitsConfig,
     expected_calibration_error,

@@ -15,6 +15,7 @@ import scipy.ndimage
 import torch
 
 from guidelab import GaussianMixture, linear_schedule
+from guidelab.distributions import default_mixture
 from guidelab.exact import (
     EXACT_COLUMNS,
     Grid,
@@ -27,7 +28,6 @@ from guidelab.exact import (
     propagate_linear,
 )
 from guidelab.exact.grid import convolve_axis, deposit, gaussian_kernel
-from guidelab.experiments.li_jiao_gmm import default_mixture
 from guidelab.guidance import ClassifierFreeGuidance
 from guidelab.samplers import SAMPLERS
 from guidelab.samplers.registry import linear_coefficients

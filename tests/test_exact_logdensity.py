@@ -15,6 +15,7 @@ import scipy.stats
 import torch
 
 from guidelab import GaussianMixture, VPContinuous, linear_schedule
+from guidelab.distributions import default_mixture
 from guidelab.exact import (
     autograd_jacobian,
     divergence_function,
@@ -22,7 +23,6 @@ from guidelab.exact import (
     mixture_guided_jacobian,
     output_log_density,
 )
-from guidelab.experiments.li_jiao_gmm import default_mixture
 from guidelab.guidance import ClassifierFreeGuidance
 from guidelab.samplers import SAMPLERS
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from guidelab.experiments import load_spec, run_spec
-from guidelab.experiments.spec import SpecError
+from guidelab.studies import load_spec, run_spec
+from guidelab.studies.spec import SpecError
 
 HEAVY_1D = """
 name = "heavy-1d"

@@ -6,16 +6,16 @@ import math
 import pytest
 import torch
 
-from guidelab.experiments import (
+from guidelab.samplers import SampleResult
+from guidelab.samplers.registry import SAMPLER_INFO, SAMPLERS, register_sampler
+from guidelab.distributions import default_mixture
+from guidelab.studies import (
     SpecError,
-    default_mixture,
     default_strengths,
     li_jiao_spec,
     run_spec,
 )
-from guidelab.experiments.li_jiao_gmm import EXACT_SAMPLER, RESULT_COLUMNS
-from guidelab.samplers import SampleResult
-from guidelab.samplers.registry import SAMPLER_INFO, SAMPLERS, register_sampler
+from guidelab.studies.li_jiao_gmm import EXACT_SAMPLER, RESULT_COLUMNS
 
 Z = 1.959963984540054  # 95% two-sided normal quantile
 MONTE_CARLO = ['metrics=["class_probability"]']  # the exact grid columns have their own tests

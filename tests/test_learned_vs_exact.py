@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from guidelab.experiments.learned_vs_exact import (
+from guidelab.studies.learned_vs_exact import (
     LearnedVsExactConfig,
     adjacent_boxes,
     mass_outside_support,
@@ -86,7 +86,7 @@ def test_learned_vs_exact_side_by_side_and_cache(tmp_path):
     assert 0 < result.score_error.total and math.isfinite(result.score_error.total)
     pooled = {(r["model"], r["w"]): r for r in result.rows if r["class"] == "all"}
     # the pooled Q is the mean of 1/p over all rows, computed here directly from the samples
-    from guidelab.experiments.li_jiao_gmm import default_mixture
+    from guidelab.distributions import default_mixture
 
     mixture = default_mixture()
     samples = result.samples[("exact", 2.0)].double()  # [120, 2]

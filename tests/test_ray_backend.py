@@ -4,7 +4,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from guidelab.experiments import RayBackend, ResultStore, load_spec, run_spec  # noqa: E402
+from guidelab.studies import RayBackend, ResultStore, load_spec, run_spec  # noqa: E402
 
 SPEC = """
 name = "ray-tiny"

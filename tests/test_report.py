@@ -136,7 +136,7 @@ def _check_self_contained(path: Path, page: _Page) -> None:
 
 def _runner_available() -> bool:
     try:
-        from guidelab.experiments.runner import run_spec  # noqa: F401
+        from guidelab.studies.run import run_spec  # noqa: F401
     except ImportError:
         return False
     return True
@@ -200,7 +200,7 @@ def real_run(tmp_path_factory) -> Path:
     """A tiny study run by the real runner (2-D, 2 classes, 3 strengths, a reference)."""
     if not _runner_available():
         pytest.skip("the studies runner is not available")
-    from guidelab.experiments.runner import run_spec
+    from guidelab.studies.run import run_spec
 
     root = tmp_path_factory.mktemp("study")
     (root / "tiny.toml").write_text(TINY_SPEC)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from guidelab.experiments import (
+from guidelab.metrics import summarize_class_probability
+from guidelab.metrics.record import ClassProbabilityRecord
+from guidelab.noise import RowNoise
+from guidelab.studies import (
     LocalBackend,
     ResultStore,
     SpecMismatchError,
@@ -22,11 +25,8 @@ from guidelab.experiments import (
     run_spec,
     run_unit,
 )
-from guidelab.experiments import runner as runner_module
-from guidelab.experiments.measures import METRICS, Metric, register_metric
-from guidelab.metrics import summarize_class_probability
-from guidelab.metrics.record import ClassProbabilityRecord
-from guidelab.noise import RowNoise
+from guidelab.studies import runner as runner_module
+from guidelab.studies.measures import METRICS, Metric, register_metric
 
 TINY = """
 name = "tiny"
@@ -407,7 +407,7 @@ def test_zero_densities_of_a_uniform_box(tmp_path):
     """Disjoint boxes: inside class c's box p(c|y) = 1 exactly (the other class's 0 is kept as
     the most negative float64, not dropped); outside every box the row is NaN (counted)."""
     from guidelab.distributions import UniformBoxMixture
-    from guidelab.experiments.measures import clean_log_posterior
+    from guidelab.studies.measures import clean_log_posterior
 
     boxes = UniformBoxMixture(lows=[[-2.0], [0.5]], highs=[[-1.0], [2.5]], weights=[0.5, 0.5],
                               labels=[0, 1])

@@ -1,11 +1,13 @@
 """Study specs: built-ins, TOML round trips, --set, and one-line errors naming file and key."""
 
 import json
+import tomllib
 
 import pytest
 
-from guidelab.experiments import default_mixture, default_strengths
-from guidelab.experiments.spec import (
+from guidelab.distributions import default_mixture
+from guidelab.studies import default_strengths
+from guidelab.studies.spec import (
     SpecError,
     builtin_spec_text,
     builtin_specs,
@@ -14,9 +16,8 @@ from guidelab.experiments.spec import (
     spec_diff,
     spec_to_dict,
     spec_to_toml,
-    tomllib,
 )
-from guidelab.experiments.units import expand_units, make_unit
+from guidelab.studies.units import expand_units, make_unit
 
 TINY = """
 name = "tiny"
@@ -274,7 +275,7 @@ def test_units_cover_the_sweep_and_ids_depend_only_on_the_key(tmp_path):
 def test_the_documented_example_is_a_valid_spec(tmp_path):
     import textwrap
 
-    import guidelab.experiments.spec as module
+    import guidelab.studies.spec as module
 
     block = module.__doc__.split(".. code-block:: toml")[1].split("\nValidation")[0]
     spec = load_spec(write(tmp_path, textwrap.dedent(block)))

@@ -6,6 +6,7 @@ unguided conditional sampling and the common "CFG scale" is 1 + w.
 """
 
 from . import models
+from ._version import __version__
 from .distributions import (
     EmpiricalMixture,
     GaussianMixture,
@@ -40,5 +41,5 @@ __all__ = [
     "SampleResult",
     "exact_reverse",
     "models",
+    "__version__",
 ]
-__version__ = "0.1.0"

@@ -47,7 +47,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None
 def _errors(debug: bool = False, out: Path | None = None) -> Iterator[None]:
     """Turn bad input (ValueError, OSError: spec, option, folder) into ``error: ...`` and exit
     status 2, unless --debug; an interruption says where the finished units are."""
-    from .experiments.backends import BackendError
+    from .studies.backends import BackendError
 
     try:
         yield
@@ -116,10 +116,10 @@ def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: boo
     """Run a resolved spec into ``out``, printing the table as units finish."""
     from tqdm.auto import tqdm
 
-    from .experiments.backends import get_backend
-    from .experiments.runner import run_spec
-    from .experiments.store import ResultStore
-    from .experiments.units import expand_units
+    from .studies.backends import get_backend
+    from .studies.run import run_spec
+    from .studies.store import ResultStore
+    from .studies.units import expand_units
 
     if address and backend != "ray":
         raise ValueError("address: --address needs --backend ray")
@@ -184,7 +184,7 @@ def _write_report(out: Path, debug: bool) -> Path | None:
 @spec_app.command("list")
 def spec_list() -> None:
     """The built-in study specs, with their descriptions."""
-    from .experiments.spec import builtin_specs
+    from .studies.spec import builtin_specs
 
     specs = builtin_specs()
     width = max(map(len, specs), default=0)
@@ -202,7 +202,7 @@ def spec_show(
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Print a spec as TOML, to copy into a file, edit, and run with `guidelab run FILE`."""
-    from .experiments.spec import builtin_spec_text, builtin_specs, load_spec, spec_to_toml
+    from .studies.spec import builtin_spec_text, builtin_specs, load_spec, spec_to_toml
 
     with _errors(debug):
         if resolved or set_:
@@ -239,7 +239,7 @@ def run(
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Run a study: every unit of its sweep, stored in OUT as one Parquet file per unit."""
-    from .experiments.spec import load_spec
+    from .studies.spec import load_spec
 
     with _errors(debug, out):
         resolved = load_spec(spec, set_)
@@ -321,8 +321,8 @@ def li_jiao_gmm(
     as overrides; writes OUT/units/*.parquet, OUT/results.csv, OUT/q_vs_w.png and
     OUT/report.html.
     """
-    from .experiments.li_jiao_gmm import li_jiao_spec
     from .report.plots import plot_q_vs_w
+    from .studies.li_jiao_gmm import li_jiao_spec
 
     with _errors(debug, out):
         strengths = _parse_list(w, float, "--w")
@@ -427,8 +427,8 @@ def li_jiao_digits(
     """
     import time
 
-    from .experiments.li_jiao_digits import DigitsConfig, run_li_jiao_digits
     from .report.digits import write_digits_report
+    from .studies.li_jiao_digits import DigitsConfig, run_li_jiao_digits
 
     with _errors(debug, out):
         strengths = _parse_list(w, float, "--w") or [0.0, 0.5, 1.0, 2.0, 4.0]
@@ -486,7 +486,7 @@ def learned_vs_exact(
     """A trained network beside the exact 2-D mixture of li-jiao-gmm (score error, Q(w) judged
     by the exact posterior), and the mass outside a uniform box's support against w for exact
     and perturbed scores (Chidambaram et al., arXiv 2409.13074)."""
-    from .experiments.learned_vs_exact import (
+    from .studies.learned_vs_exact import (
         LearnedVsExactConfig,
         run_learned_vs_exact,
         run_support_leak,
@@ -571,8 +571,8 @@ def li_jiao_1d(
     li-jiao-1d (`guidelab spec show li-jiao-1d`) with these options as overrides and writes
     OUT/profile.png, where in noise level guidance lowers Q.
     """
-    from .experiments.li_jiao_gmm import li_jiao_spec
     from .report.plots import plot_q_vs_w
+    from .studies.li_jiao_gmm import li_jiao_spec
 
     with _errors(debug, out):
         strengths = _parse_list(w, float, "--w")

@@ -1,8 +1,10 @@
 """Exact families: labelled mixtures whose noised scores and posteriors are known exactly."""
 
 from .base import LabelledMixture
+from .catalog import CATALOG, adjacent_boxes, default_mixture, register_distribution
 from .empirical import EmpiricalMixture
 from .gaussian_mixture import GaussianMixture
 from .uniform_box import UniformBoxMixture
 
-__all__ = ["LabelledMixture", "GaussianMixture", "EmpiricalMixture", "UniformBoxMixture"]
+__all__ = ["LabelledMixture", "GaussianMixture", "EmpiricalMixture", "UniformBoxMixture",
+           "CATALOG", "default_mixture", "adjacent_boxes", "register_distribution"]

@@ -52,8 +52,8 @@ averaged; a warning says how many. Warnings are returned as strings, never print
 
 **Streaming.** The summary needs only counts, two moments, the largest terms and the quantiles,
 which :class:`guidelab.metrics.record.ClassProbabilityRecord` holds in bounded size and merges
-across chunks of rows. :func:`summarize_class_probability` is the summary of the record of the
-whole array (every term kept, so k-hat and top share are exact) with exact sample quantiles;
+across chunks of rows. :func:`guidelab.metrics.record.summarize_class_probability` is the
+summary of the record of the whole array (every term kept, so k-hat and top share are exact) with exact sample quantiles;
 ``ClassProbabilityRecord.summary`` applies the same rule to a merged record.
 """
 
@@ -68,7 +68,6 @@ import torch
 __all__ = [
     "P_QUANTILE_LEVELS",
     "ClassProbabilitySummary",
-    "summarize_class_probability",
 ]
 
 P_QUANTILE_LEVELS: tuple[float, ...] = (0.01, 0.1, 0.5, 0.9, 0.99)
@@ -204,55 +203,3 @@ def _scaled_exp(log_scale: float, value: float) -> float:
     except OverflowError:
         magnitude = math.inf
     return math.copysign(magnitude, value)
-
-
-def summarize_class_probability(
-    log_posterior: torch.Tensor,
-    c: int,
-    *,
-    baseline_log_posterior: torch.Tensor | None = None,
-    inv_prior: float | None = None,
-    level: float = 0.95,
-    top_fraction: float = 0.001,
-    top_share_warn: float = 0.1,
-) -> ClassProbabilitySummary:
-    r"""Summarise p(c|Y) and estimate Q = E[1/p(c|Y)] with a tail-aware interval.
-
-    Rows with any non-finite entry are excluded (and counted); on the n finite rows,
-    q_i = exp(-log p(c|Y_i)) and Q is estimated by their mean, computed through logsumexp, with
-    the interval rule of the module docstring (PSIS k-hat against min(1 - 1/log10(n), 0.7)).
-
-    Args:
-        log_posterior: log p(c'|Y_i) for every class c', with shape (N, C), floating point; rows
-            may hold NaN or infinities (excluded). Computed in float64.
-        c: the target class, an int with 0 <= c < C.
-        baseline_log_posterior: optional, with shape (N, C): the same quantity for a baseline
-            run (e.g. w = 0) whose row i shares the noise of row i of ``log_posterior``. Gives
-            ``frac_p_decreased``, the fraction over rows finite in both where
-            p(c|Y_i) < p(c|Y_i^baseline) strictly (compared in log space).
-        inv_prior: optional reference 1/p(c) > 0, passed through to the result.
-        level: nominal coverage of the interval, in (0, 1).
-        top_fraction: fraction of largest terms for ``q_top_share``, in (0, 1].
-        top_share_warn: warn (and mark unreliable) when ``q_top_share`` exceeds this, in (0, 1].
-
-    Returns:
-        A :class:`ClassProbabilitySummary`.
-
-    Example:
-        >>> log_p = torch.log_softmax(torch.randn(1000, 3, dtype=torch.float64), dim=1)
-        >>> summary = summarize_class_probability(log_p, 0, inv_prior=3.0)
-        >>> summary.q_low <= summary.q_mean <= summary.q_high
-        True
-    """
-    # The record module builds on this one (the summary dataclass, the checks), so it is
-    # imported here rather than at the top.
-    from guidelab.metrics.record import ClassProbabilityRecord
-
-    log_p = _check_log_posterior(log_posterior, "log_posterior")  # [N, C]
-    record = ClassProbabilityRecord.from_log_posterior(
-        log_p, c, baseline_log_posterior=baseline_log_posterior, keep_top=None)
-    p_values = np.exp(log_p[torch.isfinite(log_p).all(dim=1), record.c].numpy())  # [n]
-    p_quantiles = (np.quantile(p_values, P_QUANTILE_LEVELS) if p_values.shape[0]
-                   else [math.nan] * len(P_QUANTILE_LEVELS))  # [5]
-    return record._summary(inv_prior=inv_prior, level=level, top_fraction=top_fraction,
-                           top_share_warn=top_share_warn, p_quantiles=tuple(p_quantiles))

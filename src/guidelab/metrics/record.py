@@ -91,6 +91,7 @@ __all__ = [
     "DEFAULT_QUANTILE_BINS",
     "QUANTILE_LOGIT_RANGE",
     "ClassProbabilityRecord",
+    "summarize_class_probability",
 ]
 
 DEFAULT_KEEP_TOP = 30_001
@@ -647,3 +648,51 @@ class ClassProbabilityRecord:
                 record.n, record.keep_top if record.keep_top is not None else record.n):
             raise ValueError("d: inconsistent record (histogram or kept terms do not match n)")
         return record
+
+
+def summarize_class_probability(
+    log_posterior: torch.Tensor,
+    c: int,
+    *,
+    baseline_log_posterior: torch.Tensor | None = None,
+    inv_prior: float | None = None,
+    level: float = 0.95,
+    top_fraction: float = 0.001,
+    top_share_warn: float = 0.1,
+) -> ClassProbabilitySummary:
+    r"""Summarise p(c|Y) and estimate Q = E[1/p(c|Y)] with a tail-aware interval.
+
+    Rows with any non-finite entry are excluded (and counted); on the n finite rows,
+    q_i = exp(-log p(c|Y_i)) and Q is estimated by their mean, computed through logsumexp, with
+    the interval rule of the module docstring (PSIS k-hat against min(1 - 1/log10(n), 0.7)).
+
+    Args:
+        log_posterior: log p(c'|Y_i) for every class c', with shape (N, C), floating point; rows
+            may hold NaN or infinities (excluded). Computed in float64.
+        c: the target class, an int with 0 <= c < C.
+        baseline_log_posterior: optional, with shape (N, C): the same quantity for a baseline
+            run (e.g. w = 0) whose row i shares the noise of row i of ``log_posterior``. Gives
+            ``frac_p_decreased``, the fraction over rows finite in both where
+            p(c|Y_i) < p(c|Y_i^baseline) strictly (compared in log space).
+        inv_prior: optional reference 1/p(c) > 0, passed through to the result.
+        level: nominal coverage of the interval, in (0, 1).
+        top_fraction: fraction of largest terms for ``q_top_share``, in (0, 1].
+        top_share_warn: warn (and mark unreliable) when ``q_top_share`` exceeds this, in (0, 1].
+
+    Returns:
+        A :class:`ClassProbabilitySummary`.
+
+    Example:
+        >>> log_p = torch.log_softmax(torch.randn(1000, 3, dtype=torch.float64), dim=1)
+        >>> summary = summarize_class_probability(log_p, 0, inv_prior=3.0)
+        >>> summary.q_low <= summary.q_mean <= summary.q_high
+        True
+    """
+    log_p = _check_log_posterior(log_posterior, "log_posterior")  # [N, C]
+    record = ClassProbabilityRecord.from_log_posterior(
+        log_p, c, baseline_log_posterior=baseline_log_posterior, keep_top=None)
+    p_values = np.exp(log_p[torch.isfinite(log_p).all(dim=1), record.c].numpy())  # [n]
+    p_quantiles = (np.quantile(p_values, P_QUANTILE_LEVELS) if p_values.shape[0]
+                   else [math.nan] * len(P_QUANTILE_LEVELS))  # [5]
+    return record._summary(inv_prior=inv_prior, level=level, top_fraction=top_fraction,
+                           top_share_warn=top_share_warn, p_quantiles=tuple(p_quantiles))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..experiments.results import atomic_write_bytes
+from ..studies.results import atomic_write_bytes
 
 __all__ = ["digit_mosaic", "plot_digit_samples", "plot_reliability", "plot_digits_q_vs_w",
            "write_digits_report"]
@@ -233,7 +233,7 @@ def plot_digits_q_vs_w(rows: Sequence[dict], path: str | Path, *,
 
 def write_digits_report(result, out_dir: str | Path) -> dict[str, Path]:
     """Write ``q_vs_w.png``, ``samples.png`` and ``reliability.png`` for a
-    :class:`~guidelab.experiments.li_jiao_digits.DigitsResult`; return their paths."""
+    :class:`~guidelab.studies.li_jiao_digits.DigitsResult`; return their paths."""
     out = Path(out_dir)
     config = result.config
     title = (f"li-jiao-digits: {config.sampler} ({config.schedule}, T = {config.steps}), "

@@ -20,7 +20,7 @@ independent units) is shown only when every class's interval is reliable.
 For d <= 2 the stored samples are drawn over the class-conditional density: contours of
 log p(x | c) on a grid (d = 2) or the curve p(x | c) over a histogram (d = 1), at a few w.
 
-Layout read (the store of :mod:`guidelab.experiments.store`): ``DIR/spec.toml`` (the resolved
+Layout read (the store of :mod:`guidelab.studies.store`): ``DIR/spec.toml`` (the resolved
 spec), ``DIR/units/<unit_id>.parquet`` (one row per (unit, w)) and
 ``DIR/samples/<unit_id>.parquet`` (columns ``unit_id, class, w, sampler, x0[, x1]``). Every
 part is optional: a missing column or file leaves its part of the page out with a note, never
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..experiments.units import _freeze
+from ..studies.units import _freeze
 from .plots import _number, _pyplot, figure_png, q_vs_w_figure
 
 __all__ = ["write_report", "DensityFn"]
@@ -219,7 +219,7 @@ def _load(root: Path) -> _Study:
     import pyarrow.parquet as pq
 
     try:
-        from ..experiments.spec import tomllib
+        import tomllib
     except ImportError:  # pragma: no cover - the spec module is part of the package
         import tomllib
 
@@ -358,8 +358,8 @@ def _spec_densities(study: _Study) -> tuple[Callable[[str], DensityFn | None] | 
     try:
         import torch
 
-        from ..experiments.spec import Spec
-        from ..experiments.units import expand_units, unit_settings
+        from ..studies.spec import Spec
+        from ..studies.units import expand_units, unit_settings
 
         spec = Spec.model_validate(study.spec_data)
         swept_distribution = any(k.startswith("distribution") for k in study.sweep)
@@ -527,8 +527,8 @@ def _expected_units(study: _Study) -> int | None:
     if study.spec_data is None:
         return None
     try:
-        from ..experiments.spec import Spec
-        from ..experiments.units import expand_units
+        from ..studies.spec import Spec
+        from ..studies.units import expand_units
 
         return len(expand_units(Spec.model_validate(study.spec_data)))
     except Exception:  # noqa: BLE001 - the count is informative only
@@ -955,7 +955,7 @@ def write_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
         ValueError: ``run_dir`` is not a results folder (no ``spec.toml`` and no
             ``units/``), or ``out`` cannot be written.
     """
-    from ..experiments.results import atomic_write_bytes
+    from ..studies.results import atomic_write_bytes
 
     root = Path(run_dir)
     if not root.exists():

@@ -140,7 +140,7 @@ def plot_q_vs_w(rows: Sequence[dict], path: str | Path, *, title: str | None = N
             as single markers at w = 0.
         path: output file; its folder is created; the file is written atomically.
     """
-    from ..experiments.results import atomic_write_bytes
+    from ..studies.results import atomic_write_bytes
 
     fig = q_vs_w_figure(rows, title=title, reference_sampler=reference_sampler)
     path = Path(path)

@@ -3,7 +3,7 @@ r"""Learned against exact scores, in the open: what a score error does to guided
 Two experiments on distributions whose scores are known exactly.
 
 **(a) The Li–Jiao measurement with a trained network beside the exact mixture.** On the
-built-in 2-D mixture of ``li-jiao-gmm`` (:func:`~guidelab.experiments.li_jiao_gmm.default_mixture`:
+built-in 2-D mixture of ``li-jiao-gmm`` (:func:`~guidelab.studies.li_jiao_gmm.default_mixture`:
 3 classes, 9 anisotropic components), an :class:`~guidelab.models.MLPDenoiser` is trained by
 denoising score matching on exact draws (class dropout to the null label, so one network gives
 s(x|c) and s(x)). Its relative score error against the exact score,
@@ -40,12 +40,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..distributions import GaussianMixture, UniformBoxMixture
+from ..distributions import GaussianMixture, UniformBoxMixture, default_mixture
 from ..guidance import ClassifierFreeGuidance
 from ..noise import RowNoise, normal
 from ..samplers.registry import SAMPLER_INFO, sampler_schedule
 from .li_jiao_digits import cache_key, cached_network, summary_rows
-from .li_jiao_gmm import default_mixture
 from .results import write_csv
 
 __all__ = [
@@ -161,7 +160,7 @@ def _exact_log_posterior(mixture, samples: torch.Tensor) -> torch.Tensor:
 def train_mixture_denoiser(mixture: GaussianMixture, config: LearnedVsExactConfig, *,
                            progress: bool = True):
     """An MLPDenoiser trained on exact draws of ``mixture`` (or loaded from the cache):
-    a :class:`~guidelab.experiments.li_jiao_digits.TrainedNetwork`."""
+    a :class:`~guidelab.studies.li_jiao_digits.TrainedNetwork`."""
     from .. import models
 
     arguments = {"dim": mixture.dim, "num_classes": mixture.num_classes,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,6 @@ from .spec import (
     spec_diff,
     spec_to_dict,
     spec_to_toml,
-    tomllib,
     validate_spec,
 )
 

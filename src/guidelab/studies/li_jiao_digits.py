@@ -604,7 +604,7 @@ def cache_key(kind: str, architecture: str, arguments: dict, training: dict,
     """20 hex digits of SHA-256 over what produced a network: its kind, architecture and
     constructor arguments, training arguments, a fingerprint of the training data, the
     experiment and guidelab's version (a new version never reuses an old cache entry)."""
-    from .. import __version__
+    from .._version import __version__
 
     payload = {"kind": kind, "architecture": architecture, "arguments": arguments,
                "training": training, "data": data_fingerprint, "guidelab": __version__,

@@ -1,6 +1,6 @@
 r"""Running a study: units of rows streamed in chunks, coupled across w, stored as they finish.
 
-**A unit** (:mod:`guidelab.experiments.units`) is a pure function of (resolved spec, unit key).
+**A unit** (:mod:`guidelab.studies.units`) is a pure function of (resolved spec, unit key).
 Its ``trials`` rows are processed in chunks of ``chunk_rows`` rows (the spec's, or a device
 default); rows [start, stop) of class c draw every random number from
 
@@ -15,7 +15,7 @@ p(c|Y) went down. (The draws of the first strength are recorded, up to
 noise depends on (seed, class, row index) only: any subset of rows, in any chunking, on any
 backend and in any order, draws the same noise.
 
-Each chunk and strength yields one record per metric (:mod:`guidelab.experiments.measures`);
+Each chunk and strength yields one record per metric (:mod:`guidelab.studies.measures`);
 records of a unit's chunks are merged in row order. With a given chunk size a unit's rows are
 the same bits whatever the backend, the order of units, the number of workers or which other
 rows are computed (rows [0, m) of a unit are rows [0, m) of a larger one). Another chunk size
@@ -35,9 +35,8 @@ with a message, and retries it: the rows, and so their noise, stay the same.
 its strength constant or limited to an interval of noise levels. A reference unit runs the exact
 reverse kernel of the Gaussian mixture (:func:`~guidelab.samplers.exact_reverse`) at w = 0.
 
-**A study** (:func:`run_spec`) opens the results store (:mod:`guidelab.experiments.store`),
-skips the units that already have a file, runs the others on a backend
-(:mod:`guidelab.experiments.backends`) and writes each unit's file as soon as it arrives.
+A whole study (units on a backend, into the results store) is
+:func:`guidelab.studies.run.run_spec`.
 """
 
 from __future__ import annotations
@@ -46,20 +45,19 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..noise import RowNoise
 from .measures import METRICS, ChunkContext, UnitContext
-from .spec import CLASS_KEY, IntervalStrengthSpec, Spec, load_spec
-from .store import ResultStore, record_json
-from .units import REFERENCE_KEY, Unit, _thaw, expand_units, make_unit, unit_settings
+from .spec import CLASS_KEY, IntervalStrengthSpec, Spec
+from .store import record_json
+from .units import REFERENCE_KEY, Unit, _thaw, make_unit, unit_settings
 
-__all__ = ["UnitResult", "RunResult", "run_unit", "run_spec", "default_chunk_rows",
+__all__ = ["UnitResult", "run_unit", "default_chunk_rows",
            "RESULT_COLUMNS", "EXACT_SAMPLER", "PROVENANCE_COLUMNS", "NOISE_TAPE_BYTES",
            "UNIT_CPU_THREADS"]
 
@@ -92,32 +90,6 @@ class UnitResult:
     rows: list[dict]
     samples: dict[str, list] | None
     seconds: float
-
-
-@dataclass
-class RunResult:
-    """What :func:`run_spec` did.
-
-    Attributes:
-        out: the results folder.
-        spec: the resolved spec.
-        units: every unit of the study, in order.
-        computed: ids of the units computed by this call.
-        skipped: ids of the units that already had a file.
-        rows: every row of the study, from the store, in unit order.
-        csv: the path of ``results.csv``.
-        seconds: wall-clock time of the call.
-    """
-
-    out: Path
-    spec: Spec
-    units: list[Unit]
-    computed: list[str]
-    skipped: list[str]
-    rows: list[dict]
-    csv: Path
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def default_chunk_rows(device: torch.device, row_size: int) -> int:
@@ -227,8 +199,8 @@ def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
     r"""Run one unit of a resolved spec: every w of the unit over all its rows, in chunks.
 
     Args:
-        spec: the resolved spec (:func:`~guidelab.experiments.spec.load_spec`).
-        unit: a :class:`~guidelab.experiments.units.Unit` or its key as a dict
+        spec: the resolved spec (:func:`~guidelab.studies.spec.load_spec`).
+        unit: a :class:`~guidelab.studies.units.Unit` or its key as a dict
             (``{"class": 0, "sampler.name": "ddim"}``; ``"reference": True`` for the exact
             reference).
         chunk_rows: rows per chunk (default: the spec's ``chunk_rows``, else
@@ -252,7 +224,7 @@ def run_unit(spec: Spec, unit: Unit | dict, *, chunk_rows: int | None = None,
 
 
 def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) -> UnitResult:
-    from .. import __version__
+    from .._version import __version__
 
     start_time = time.perf_counter()
     distribution = settings.distribution_object()
@@ -412,86 +384,3 @@ def _samples_columns(kept: dict, unit: Unit, sampler: str, keep: int) -> dict[st
         columns["sampler"].extend([sampler] * m)
         columns["row"].extend(range(m))
     return columns if dim is not None else None
-
-
-# ----------------------------------------------------------------------------- a study
-
-def _unit_samples(spec: Spec, unit: Unit) -> int:
-    """Samples a unit draws: trials x its strengths (x the exact reference's 1)."""
-    return spec.trials * (1 if unit.reference else len(spec.w))
-
-
-def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local",
-             overrides: Sequence[str] = (), chunk_rows: int | None = None,
-             progress: bool = True, on_unit: Callable[[UnitResult], None] | None = None,
-             log: Callable[[str], None] | None = None, units: Sequence[str] | None = None,
-             ) -> RunResult:
-    r"""Run a study into a results folder, computing only the units that have no file yet.
-
-    Args:
-        spec: a resolved :class:`~guidelab.experiments.spec.Spec`, or a spec file / built-in
-            name (loaded with ``overrides``, ``"key.path=value"`` strings).
-        out: the results folder (:mod:`guidelab.experiments.store`).
-        backend: ``"local"`` (default), ``"ray"`` or a backend object
-            (:mod:`guidelab.experiments.backends`).
-        chunk_rows: rows per chunk (overrides the spec's; results are the same up to the
-            rounding of merged moments).
-        progress: show a progress bar over units (and rows, locally).
-        on_unit: called with each :class:`UnitResult` after its file is written.
-        log: where messages go (default: ``tqdm.write``).
-        units: ids of the units to run (default: all); the others are neither run nor counted
-            as missing.
-
-    Returns:
-        A :class:`RunResult`.
-
-    Raises:
-        SpecError, SpecMismatchError, ValueError: bad spec, folder or backend, before any unit
-            runs.
-    """
-    from tqdm.auto import tqdm
-
-    from .backends import get_backend
-
-    started = time.perf_counter()
-    if not isinstance(spec, Spec):
-        spec = load_spec(spec, overrides)
-    backend = get_backend(backend)
-    store = ResultStore(out)
-    store.open(spec)
-    all_units = expand_units(spec)
-    selected = all_units if units is None else [u for u in all_units if u.id in set(units)]
-    finished = store.finished()
-    missing = [u for u in selected if u.id not in finished]
-    skipped = [u.id for u in selected if u.id in finished]
-    write = log or tqdm.write
-    unit_bar = tqdm(total=len(selected), initial=len(skipped), desc=spec.name, unit="unit",
-                    disable=not progress, dynamic_ncols=True)
-    # samples of the whole run: its time left is the run's (units differ in size)
-    row_bar = tqdm(total=sum(_unit_samples(spec, unit) for unit in missing), desc="samples",
-                   unit="sample", unit_scale=True, leave=False, disable=not progress,
-                   dynamic_ncols=True)
-    computed: list[str] = []
-    reports_rows = getattr(backend, "reports_rows", False)
-
-    def on_result(result: UnitResult) -> None:
-        store.write_unit(result.unit_id, result.rows, result.samples)
-        computed.append(result.unit_id)
-        unit_bar.update()
-        if not reports_rows:
-            row_bar.update(sum(row.get("n", 0) + row.get("n_nonfinite", 0)
-                               for row in result.rows))
-        if on_unit is not None:
-            on_unit(result)
-
-    try:
-        backend.run(spec, missing, on_result, chunk_rows=chunk_rows,
-                    on_rows=row_bar.update if reports_rows else None, log=write)
-    finally:
-        row_bar.close()
-        unit_bar.close()
-    order = [u.id for u in all_units if u.id in store.finished()]
-    rows = store.read_rows(order)
-    csv = store.write_csv(rows, RESULT_COLUMNS)
-    return RunResult(Path(out), spec, all_units, computed, skipped, rows, csv,
-                     time.perf_counter() - started)

@@ -18,19 +18,17 @@ case, with exact scores, for every class:
 * measurement: the ``class_probability`` metric with the exact clean class posterior and the
   reference 1/p(c) (the identity E_{X ~ p(x|c)}[1/p(c|X)] = 1/p(c)).
 
-The run goes through the study runner (:func:`guidelab.experiments.run_spec`);
+The run goes through the study runner (:func:`guidelab.studies.run_spec`);
 :func:`li_jiao_spec` is the built-in spec with the options of ``guidelab reproduce
 li-jiao-gmm`` applied.
 """
 
 from __future__ import annotations
 
-import math
+import tomllib
 from collections.abc import Sequence
 
-import torch
-
-from ..distributions import GaussianMixture
+from ..distributions import default_mixture
 from .runner import EXACT_SAMPLER, RESULT_COLUMNS
 from .spec import Spec, validate_spec
 
@@ -52,40 +50,6 @@ LI_JIAO_OPTIONS = {
     "dtype": ("dtype", "--float64"),
 }
 """Keyword of :func:`li_jiao_spec` -> (spec key, option of ``guidelab reproduce li-jiao-gmm``)."""
-
-
-def default_mixture() -> GaussianMixture:
-    """The built-in data distribution: 3 classes, d = 2, 3 components per class, K = 9.
-
-    Each class's components lie on an arc around its own direction (90, 210 and 330 degrees,
-    radii 0.45 to 0.63), so the classes overlap substantially but not completely (unguided
-    E[p(c|Y)] is about 0.5 to 0.6). Covariances are full and anisotropic (eigenvalues 0.5 and
-    0.2), oriented at 20, 80 and 140 degrees for components 1, 2, 3 of *every* class; weights
-    within a class are 0.3, 0.45, 0.25 and class priors 0.45, 0.35, 0.20.
-
-    Why the shared orientations: in the tails, the log-odds between two classes are governed
-    by their widest components along that direction. If one class is wider there, the odds grow
-    quadratically and 1/p(c|X) becomes heavy-tailed (its m-th moment is infinite once m exceeds
-    rho / (rho - 1), rho the ratio of directional variances); with the same set of covariances
-    in every class the odds grow only linearly and every moment of 1/p(c|X) exists. The
-    unguided Q then has a Pareto k-hat near 0.3 at 10^4 samples and an honest normal interval,
-    so the decrease of Q(w) is measured, not guessed.
-    """
-    means, covariances, weights, labels = [], [], [], []
-    class_priors = [0.45, 0.35, 0.20]
-    for c, centre in enumerate([90.0, 210.0, 330.0]):
-        for j, offset in enumerate([-35.0, 0.0, 35.0]):
-            angle = math.radians(centre + offset)
-            radius = 0.45 * (1 + 0.2 * j)
-            means.append([radius * math.cos(angle), radius * math.sin(angle)])
-            rotation = math.radians(20.0 + 60.0 * j)
-            u = torch.tensor([[math.cos(rotation), -math.sin(rotation)],
-                              [math.sin(rotation), math.cos(rotation)]], dtype=torch.float64)
-            covariances.append(u @ torch.diag(torch.tensor([0.5, 0.2],
-                                                           dtype=torch.float64)) @ u.T)
-            weights.append(class_priors[c] * [0.3, 0.45, 0.25][j])
-            labels.append(c)
-    return GaussianMixture(means, torch.stack(covariances), weights, labels)
 
 
 def default_strengths(num: int = 10, w_min: float = 0.01, w_max: float = 10.0) -> list[float]:
@@ -117,7 +81,7 @@ def li_jiao_spec(builtin: str = "li-jiao-gmm", *, overrides: Sequence[str] = (),
         SpecError: a bad value, named by its command-line option and spec key, e.g.
             ``--trials: trials: expected a positive integer, got -3``.
     """
-    from .spec import builtin_spec_text, tomllib
+    from .spec import builtin_spec_text
 
     unknown = sorted(set(options) - set(LI_JIAO_OPTIONS))
     if unknown:

@@ -4,7 +4,7 @@ A backend is any object with ``run(spec, units, on_result, *, chunk_rows, on_row
 ``reports_rows`` flag (whether it calls ``on_rows`` as samples finish).
 
 * :class:`LocalBackend` (default): the units in this process, started in the fixed order of
-  :func:`~guidelab.experiments.units.expand_units`, a few at a time in threads (one CPU each).
+  :func:`~guidelab.studies.units.expand_units`, a few at a time in threads (one CPU each).
 * :class:`RayBackend`: each unit a Ray task (``pip install 'guidelab[ray]'``; Ray is imported
   only when this backend is used). With ``address`` it connects to an existing cluster (every
   worker needs guidelab installed); otherwise it starts a local Ray instance with a few CPUs and
@@ -13,7 +13,7 @@ A backend is any object with ``run(spec, units, on_result, *, chunk_rows, on_row
   reported and left for the next run).
 
 A unit is a pure function of (resolved spec, unit key), its noise is row-keyed and it runs with
-one PyTorch CPU thread (:data:`~guidelab.experiments.runner.UNIT_CPU_THREADS`), so neither the
+one PyTorch CPU thread (:data:`~guidelab.studies.runner.UNIT_CPU_THREADS`), so neither the
 backend, nor the order in which units finish, nor the number of workers changes a bit of the
 results (on the same kind of device and dtype). To use several cores, run several units at once:
 ``--backend ray`` (``--workers N`` CPUs for a local instance).
@@ -26,8 +26,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .runner import UNIT_CPU_THREADS, run_unit
 from .spec import Spec, spec_to_dict
-from .units import Unit
+from .units import Unit, unit_id
 
 __all__ = ["LocalBackend", "RayBackend", "BackendError", "get_backend", "BACKENDS"]
 
@@ -69,8 +70,6 @@ class LocalBackend:
         samples finish."""
         import torch
 
-        from .runner import UNIT_CPU_THREADS, run_unit
-
         if self.workers == 1 or len(units) <= 1:
             for unit in units:
                 on_result(run_unit(spec, unit, chunk_rows=chunk_rows, on_rows=on_rows, log=log))
@@ -110,9 +109,6 @@ class LocalBackend:
 
 def _remote_unit(spec_data: dict, key: tuple, chunk_rows: int | None):
     """The body of a Ray task: one unit from plain data (the resolved spec and the unit key)."""
-    from .runner import run_unit
-    from .units import Unit, unit_id
-
     spec = Spec.model_validate(spec_data)
     return run_unit(spec, Unit(tuple(key), unit_id(tuple(key))), chunk_rows=chunk_rows)
 

@@ -1,0 +1,110 @@
+r"""Dotted key paths into a spec (``sampler.options.eta``, ``sweep."sampler.name"[1]``) and
+``--set KEY=VALUE`` overrides (TOML literals)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .errors import SpecError
+
+__all__ = ["format_path", "split_path", "get_path", "set_path", "parse_set", "apply_overrides"]
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def format_path(loc: Iterable) -> str:
+    """A pydantic ``loc`` (or any key sequence) as a dotted path: ``sweep."sampler.name"[1]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            part = str(part)
+            key = part if _BARE_KEY.match(part) else json.dumps(part)
+            out += f".{key}" if out else key
+    return out
+
+
+def split_path(path: str) -> list[str]:
+    """``sampler.options.eta`` -> [sampler, options, eta]; quoted parts keep their dots."""
+    try:
+        parsed = tomllib.loads(f"{path} = 0")
+    except tomllib.TOMLDecodeError:
+        raise ValueError(f"expected a dotted key path like sampler.steps, got {path!r}") from None
+    parts = []
+    node: Any = parsed
+    while isinstance(node, dict):
+        if len(node) != 1:
+            raise ValueError(f"expected one dotted key path, got {path!r}")
+        (key, node), = node.items()
+        parts.append(key)
+    return parts
+
+
+def get_path(data: Mapping, path: str | Sequence[str], default: Any = None) -> Any:
+    """The value at a dotted path of a nested dict, or ``default``."""
+    parts = split_path(path) if isinstance(path, str) else list(path)
+    node: Any = data
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_path(data: dict, path: str | Sequence[str], value: Any) -> dict:
+    """Set the value at a dotted path of a nested dict (tables created as needed); returns
+    ``data``. A value that is not a table replaces whatever was there."""
+    parts = split_path(path) if isinstance(path, str) else list(path)
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return data
+
+
+def parse_set(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a dotted key path and a TOML literal -> (path, value).
+
+    A bare word that is not a TOML literal (``--set sampler.name=ddim``) is taken as a string.
+
+    Example:
+        >>> parse_set("sweep.w=[0, 1, 10]")
+        ('sweep.w', [0, 1, 10])
+        >>> parse_set("sampler.name=ddim")
+        ('sampler.name', 'ddim')
+    """
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise SpecError(f"--set {text}", "", "expected KEY=VALUE with a dotted key path and a "
+                        "TOML value, e.g. trials=400 or 'sweep.w=[0, 1, 10]'")
+    try:
+        parts = split_path(key)
+    except ValueError as error:
+        raise SpecError(f"--set {text}", "", str(error)) from None
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError as error:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:+/-]*", value):
+            parsed = value
+        else:
+            raise SpecError(f"--set {text}", "", f"not a TOML value ({error}); strings need "
+                            f"quotes inside lists and tables") from None
+    return format_path(parts), parsed
+
+
+def apply_overrides(data: dict, overrides: Sequence[tuple[str, Any]]) -> dict:
+    """A deep copy of ``data`` with each (dotted path, value) set."""
+    data = copy.deepcopy(data)
+    for path, value in overrides:
+        set_path(data, path, copy.deepcopy(value))
+    return data

@@ -1,0 +1,111 @@
+r"""Error rendering: a pydantic ``ValidationError`` as one :class:`SpecError` line naming the
+dotted key path and what was expected (an unknown key with the closest allowed one)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import SpecError, short
+from .paths import format_path
+from .schema import FAMILY_MODELS, STRENGTH_MODELS, GuidanceSpec, Spec
+
+__all__ = ["from_validation_error", "describe_error"]
+
+
+def _model_at(loc: Sequence, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    """The model class whose table sits at ``loc`` (tags of discriminated unions included)."""
+    model: Any = root or Spec
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        if part == "distribution" and model is Spec:
+            if i + 1 < len(loc) and loc[i + 1] in FAMILY_MODELS:
+                model, i = FAMILY_MODELS[loc[i + 1]], i + 2
+                continue
+            return None
+        if part == "strength" and model is GuidanceSpec:
+            if i + 1 < len(loc) and loc[i + 1] in STRENGTH_MODELS:
+                model, i = STRENGTH_MODELS[loc[i + 1]], i + 2
+                continue
+            return None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model, i = annotation, i + 1
+            continue
+        return None
+    return model
+
+
+def _strip_tags(loc: Sequence) -> tuple:
+    """Drop discriminated-union tags and validator names from a pydantic ``loc``."""
+    out: list = []
+    for i, part in enumerate(loc):
+        if i > 0 and loc[i - 1] == "distribution" and part in FAMILY_MODELS:
+            continue
+        if i > 0 and loc[i - 1] == "strength" and part in ("constant", "interval"):
+            continue
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def describe_error(error: Mapping, root: type[BaseModel] | None = None) -> str:
+    """What was expected, from one pydantic error."""
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    loc = error["loc"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1], root)
+        if model is not None:
+            allowed = sorted(model.model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return f"unknown key ({hint}expected one of: {', '.join(allowed)})"
+        return "unknown key"
+    if kind == "missing":
+        return "missing (a required key)"
+    if kind == "union_tag_invalid":
+        return (f"expected one of {ctx.get('expected_tags')}, got "
+                f"{short(ctx.get('tag'))}")
+    if kind == "union_tag_not_found":
+        return "missing (a required key)"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+              "less_than_equal": "<="}
+    if kind in bounds:
+        bound = next(iter(ctx.values()))
+        if kind == "greater_than" and bound == 0 and isinstance(value, int) \
+                and not isinstance(value, bool):
+            return f"expected a positive integer, got {value}"
+        return f"expected a number {bounds[kind]} {bound}, got {short(value)}"
+    if kind == "too_short":
+        return f"expected at least {ctx.get('min_length')} item(s), got {short(value)}"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        return message[len("Value error, "):]
+    if message.startswith("Input should be "):
+        message = "expected " + message[len("Input should be "):]
+        if value is not None and not isinstance(value, dict):
+            message += f", got {short(value)}"
+        return message
+    if message.startswith("String should match pattern"):
+        return (f"expected letters, digits and '_.-' (starting with a letter or digit), got "
+                f"{short(value)}")
+    return message
+
+
+def from_validation_error(error: ValidationError, source: str, prefix: Sequence = (),
+                           root: type[BaseModel] | None = None) -> SpecError:
+    errors = error.errors(include_url=False)
+    # an unknown key usually explains a missing one (a typo): report it first
+    rank = {"extra_forbidden": 0, "missing": 2}
+    first = min(errors, key=lambda e: rank.get(e["type"], 1))
+    loc = (*prefix, *_strip_tags(first["loc"]))
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = (*loc, str((first.get("ctx") or {}).get("discriminator", "kind")).strip("'\""))
+    return SpecError(source, format_path(loc), describe_error(first, root), more=len(errors) - 1)

@@ -1,0 +1,289 @@
+r"""Validation of a spec's meaning, after its structure (:mod:`.schema`): the family's own
+constructor, the sampler and its schedule, the sweep, the metrics and the device. Every problem
+is a :class:`~.errors.SpecError` naming the dotted key path."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from ...distributions import GaussianMixture
+from ...samplers.registry import SAMPLER_INFO, sampler_schedule
+from ...schedules import SCHEDULES, make_schedule
+from ..measures import METRICS
+from .errors import SpecError, short
+from .paths import format_path, set_path, split_path
+from .render import from_validation_error
+from .schema import CLASS_KEY, FORBIDDEN_SWEEP_KEYS, W_KEY, IntervalStrengthSpec, SamplerSpec, Spec
+from .toml import drop_none
+
+__all__ = ["validate_spec", "unit_spec_data"]
+
+
+_RESERVED_SAMPLER_ARGS = {"score_fn", "schedule", "x_init", "generator", "return_trajectory",
+                          "progress"}
+
+
+def _check_sampler(sampler: SamplerSpec) -> None:
+
+    if sampler.name not in SAMPLER_INFO:
+        raise SpecError("", "sampler.name", f"unknown sampler {sampler.name!r}; expected one of "
+                        f"{', '.join(sorted(SAMPLER_INFO))}")
+    try:
+        _, extra = sampler_schedule(sampler.name, sampler.schedule, sampler.steps)
+    except ValueError as error:
+        text = str(error)
+        key, _, rest = text.partition(": ")
+        if key == "schedule":
+            raise SpecError("", "sampler.schedule", rest) from None
+        raise SpecError("", "sampler.steps", f"{sampler.schedule} schedule with steps = "
+                        f"{sampler.steps}: {text}") from None
+    parameters = inspect.signature(SAMPLER_INFO[sampler.name].fn).parameters
+    accepted = [name for name, p in parameters.items()
+                if p.kind == p.KEYWORD_ONLY and name not in _RESERVED_SAMPLER_ARGS
+                and name not in extra]
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    for key in sampler.options:
+        if key not in accepted and not takes_any:
+            hint = f"; it takes {', '.join(accepted)}" if accepted else "; it takes none"
+            raise SpecError("", format_path(("sampler", "options", key)),
+                            f"unknown option of sampler {sampler.name!r}{hint}")
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SpecError("", "device", f"expected 'cpu', 'cuda', 'cuda:N' or 'auto', got "
+                        f"{device!r}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError("", "device", f"{device!r} requested but CUDA is not available")
+        if (parsed.index or 0) >= torch.cuda.device_count():
+            raise SpecError("", "device", f"{device!r} does not exist; "
+                            f"{torch.cuda.device_count()} CUDA device(s) are visible")
+    elif parsed.type != "cpu":
+        raise SpecError("", "device", f"expected 'cpu', 'cuda', 'cuda:N' or 'auto', got "
+                        f"{device!r}")
+    return device
+
+
+def _check_metrics(spec: Spec, distribution) -> None:
+    for i, name in enumerate(spec.metrics):
+        if name not in METRICS:
+            raise SpecError("", f"metrics[{i}]", f"unknown metric {name!r}; expected one of "
+                            f"{', '.join(sorted(METRICS))}")
+    if len(set(spec.metrics)) != len(spec.metrics):
+        raise SpecError("", "metrics", "expected distinct metric names")
+    for name, options in spec.metric_options.items():
+        if name not in METRICS:
+            raise SpecError("", format_path(("metric_options", name)),
+                            f"options of an unknown metric; expected one of "
+                            f"{', '.join(sorted(METRICS))}")
+        if name not in spec.metrics:
+            continue  # kept for when the metric is listed again; dropped when resolving
+        try:
+            METRICS[name].parse_options(options)
+        except ValidationError as error:
+            raise from_validation_error(error, "", ("metric_options", name),
+                                         METRICS[name].options) from None
+        except ValueError as error:
+            raise SpecError("", format_path(("metric_options", name)), str(error)) from None
+    for name in spec.metrics:
+        problem = METRICS[name].check(spec, distribution)
+        if problem:
+            raise SpecError("", problem[0], problem[1])
+
+
+def _check_unit_settings(spec: Spec) -> None:
+    """Meaning of one unit's settings (no sweep-level checks)."""
+    distribution = spec.distribution_object()
+    _check_sampler(spec.sampler)
+    strength = spec.guidance.strength
+    if isinstance(strength, IntervalStrengthSpec) and not strength.lo < strength.hi:
+        raise SpecError("", "guidance.strength.hi", f"expected hi > lo = {strength.lo}, got "
+                        f"{strength.hi}")
+    if spec.reference.enabled:
+        if not isinstance(distribution, GaussianMixture):
+            raise SpecError("", "reference.enabled", f"the exact reverse kernel needs a "
+                            f"Gaussian mixture, the distribution is "
+                            f"{type(distribution).__name__}")
+        schedule = spec.reference.schedule
+        if schedule is not None:
+            if schedule not in SCHEDULES:
+                raise SpecError("", "reference.schedule", f"unknown schedule {schedule!r}; "
+                                f"expected one of {', '.join(sorted(SCHEDULES))}")
+            try:
+                make_schedule(schedule, spec.reference.steps)
+            except ValueError as error:
+                raise SpecError("", "reference.steps", f"{schedule} schedule with steps = "
+                                f"{spec.reference.steps}: {error}") from None
+    _check_metrics(spec, distribution)
+
+
+def _check_sweep_axes(spec: Spec, num_classes: int) -> dict[str, list]:
+    """The w and class axes; returns the sweep with class filled in."""
+    sweep = dict(spec.sweep)
+    if W_KEY not in sweep:
+        raise SpecError("", "sweep.w", "missing (the guidance strengths to run, including 0)")
+    values = []
+    for i, w in enumerate(sweep[W_KEY]):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise SpecError("", f"sweep.w[{i}]", f"expected a finite number, got {short(w)}")
+        values.append(float(w))
+    if 0.0 not in values:
+        raise SpecError("", "sweep.w", "must include 0, the unguided baseline of the coupled "
+                        "comparison (frac_p_decreased)")
+    if len(set(values)) != len(values):
+        raise SpecError("", "sweep.w", f"expected distinct strengths, got {values}")
+    negative = [w for w in values if w < 0]
+    if negative and not spec.guidance.allow_negative:
+        raise SpecError("", "sweep.w", f"w = {negative[0]:g} < 0 guides away from the class; "
+                        f"set guidance.allow_negative = true to run it")
+    sweep[W_KEY] = values
+    classes = sweep.get(CLASS_KEY, list(range(num_classes)))
+    for i, c in enumerate(classes):
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < num_classes:
+            raise SpecError("", f"sweep.class[{i}]", f"unknown class {short(c)}; the "
+                            f"distribution has classes 0..{num_classes - 1}")
+    if len(set(classes)) != len(classes):
+        raise SpecError("", "sweep.class", f"expected distinct classes, got {classes}")
+    sweep[CLASS_KEY] = list(classes)
+    return sweep
+
+
+def _under(path: str, key: str) -> bool:
+    """Whether dotted ``path`` is ``key`` or lies below it."""
+    return path == key or path.startswith(key + ".") or path.startswith(key + "[")
+
+
+def _sweep_key_error(key: str, i: int, error: SpecError) -> SpecError:
+    at = format_path(("sweep", key)) + f"[{i}]"
+    inner = error.path
+    if inner == format_path(split_path(key)) and error.message.startswith("unknown key"):
+        message = error.message.replace("unknown key", f"unknown key {inner}", 1)
+        return SpecError("", format_path(("sweep", key)), message, error.more)
+    if inner and inner != format_path(split_path(key)):
+        return SpecError("", at, f"{inner}: {error.message}", error.more)
+    return SpecError("", at, error.message, error.more)
+
+
+def _validate_structure(data: dict, source: str) -> Spec:
+    if not isinstance(data, dict):
+        raise SpecError(source, "", "expected a TOML table")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as error:
+        raise from_validation_error(error, source) from None
+
+
+def unit_spec_data(data: dict, assignments: Iterable[tuple[str, Any]]) -> dict:
+    """The spec data of one point of the sweep: swept keys set, ``sweep`` reduced to w and
+    the point's class."""
+    out = copy.deepcopy(data)
+    sweep = {W_KEY: out["sweep"][W_KEY]}
+    for key, value in assignments:
+        if key == CLASS_KEY:
+            sweep[CLASS_KEY] = [value]
+        else:
+            set_path(out, key, copy.deepcopy(value))
+    out["sweep"] = sweep
+    return out
+
+
+def validate_spec(data: dict, source: str = "<spec>", *,
+                  set_keys: Sequence[str] | Mapping[str, str] = ()) -> Spec:
+    """Validate spec data (a dict as parsed from TOML) and resolve it.
+
+    Args:
+        data: the parsed TOML, with any ``--set`` overrides already applied.
+        source: the file name for messages.
+        set_keys: dotted paths that came from ``--set`` (messages about them name
+            ``--set KEY``), or a mapping of such paths to the label to name instead (an
+            option of a command, e.g. ``{"trials": "--trials"}``).
+
+    Returns:
+        The resolved :class:`Spec`: defaults filled in, ``sweep.class`` explicit,
+        ``reference.schedule`` fixed, ``device = "auto"`` resolved, w = 0 first.
+
+    Raises:
+        SpecError: the first problem, as ``<source>: <dotted.key.path>: <expected>``.
+    """
+    try:
+        return _validate(data, source)
+    except SpecError as error:
+        labels = set_keys if isinstance(set_keys, Mapping) else {
+            key: f"--set {key}" for key in set_keys}
+        for key, label in labels.items():
+            if _under(error.path, key):
+                raise error.with_source(label) from None
+        raise error.with_source(source) from None
+
+
+def _validate(data: dict, source: str) -> Spec:
+    spec = _validate_structure(data, source)
+    swept_keys = [key for key in spec.sweep if key not in (W_KEY, CLASS_KEY)]
+    for key in swept_keys:
+        try:
+            parts = split_path(key)
+        except ValueError as error:
+            raise SpecError("", format_path(("sweep", key)), str(error)) from None
+        if parts[0] in FORBIDDEN_SWEEP_KEYS:
+            raise SpecError("", format_path(("sweep", key)), f"{parts[0]} cannot be swept")
+        if key != format_path(parts):
+            raise SpecError("", format_path(("sweep", key)), f"write the key as "
+                            f"{format_path(parts)!r}")
+    # the settings every unit shares first (problems under a swept key are left to the
+    # check of each swept value, which names the value by its index)
+    base_spec = _validate_structure(unit_spec_data(data, []), source) if swept_keys else spec
+    try:
+        _check_unit_settings(base_spec)
+    except SpecError as error:
+        if not any(_under(error.path, key) for key in swept_keys):
+            raise
+    for key in swept_keys:
+        for i, value in enumerate(spec.sweep[key]):
+            point = unit_spec_data(data, [(key, value)])
+            try:
+                unit = _validate_structure(point, source)
+                _check_unit_settings(unit)
+            except SpecError as error:
+                raise _sweep_key_error(key, i, error) from None
+        if len({json.dumps(v, sort_keys=True) for v in spec.sweep[key]}) != len(spec.sweep[key]):
+            raise SpecError("", format_path(("sweep", key)), "expected distinct values")
+    distribution = base_spec.distribution_object()
+    # classes must exist in every swept distribution: check against the smallest
+    num_classes = distribution.num_classes
+    for key in swept_keys:
+        if key.startswith("distribution"):
+            for value in spec.sweep[key]:
+                unit = _validate_structure(unit_spec_data(data, [(key, value)]), source)
+                num_classes = min(num_classes, unit.distribution_object().num_classes)
+    sweep = _check_sweep_axes(spec, num_classes)
+    resolved = spec.model_dump()
+    resolved["sweep"] = {W_KEY: spec.w, CLASS_KEY: sweep[CLASS_KEY],
+                         **{key: spec.sweep[key] for key in swept_keys}}
+    resolved["device"] = _check_device(spec.device)
+    resolved["metric_options"] = {name: options for name, options in spec.metric_options.items()
+                                  if name in spec.metrics}
+    if spec.reference.enabled and spec.reference.schedule is None:
+
+        resolved["reference"]["schedule"] = (spec.sampler.schedule
+                                             if spec.sampler.schedule in SCHEDULES else "li_jiao")
+        schedule, steps = resolved["reference"]["schedule"], spec.reference.steps
+        try:
+            make_schedule(schedule, steps)
+        except ValueError as error:
+            raise SpecError("", "reference.steps", f"{schedule} schedule (that of the sampler) "
+                            f"with steps = {steps}: {error}") from None
+    return Spec.model_validate(drop_none(resolved))
