@@ -18,6 +18,9 @@ works with a trained network or a wrapped external one exactly as with an exact 
 * :mod:`~guidelab.models.evaluation`: :func:`score_error` against an exact family.
 * :mod:`~guidelab.models.external`: :func:`from_diffusers`, :func:`load_diffusers` and
   :func:`classifier_from_callable`.
+* :mod:`~guidelab.models.judges`: judges of clean samples for Q = E[1/p(c|Y)]:
+  :class:`LogisticJudge` (:func:`fit_logistic_judge`), :class:`NetworkJudge`
+  (:func:`from_torchvision`), :func:`judge_from_factory` and :func:`load_python_object`.
 
 The null (unconditional) label of a guidelab network is C = ``num_classes``, the label class
 dropout replaces classes with during training.
@@ -94,6 +97,14 @@ from .external import (
     from_diffusers,
     load_diffusers,
 )
+from .judges import (
+    LogisticJudge,
+    NetworkJudge,
+    fit_logistic_judge,
+    from_torchvision,
+    judge_from_factory,
+    load_python_object,
+)
 from .learned import LearnedClassifier, LearnedScoreModel
 from .networks import ConvDenoiser, MLPDenoiser, NoisyClassifier
 from .perturbed import Perturbed
@@ -127,4 +138,10 @@ __all__ = [
     "from_diffusers",
     "load_diffusers",
     "classifier_from_callable",
+    "LogisticJudge",
+    "fit_logistic_judge",
+    "NetworkJudge",
+    "from_torchvision",
+    "load_python_object",
+    "judge_from_factory",
 ]
