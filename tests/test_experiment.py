@@ -5,17 +5,17 @@ import math
 
 import pytest
 import torch
+from guidelab.studies.runner import EXACT_SAMPLER, RESULT_COLUMNS
 
+from guidelab.distributions import default_mixture
 from guidelab.samplers import SampleResult
 from guidelab.samplers.registry import SAMPLER_INFO, SAMPLERS, register_sampler
-from guidelab.distributions import default_mixture
 from guidelab.studies import (
     SpecError,
     default_strengths,
     li_jiao_spec,
     run_spec,
 )
-from guidelab.studies.li_jiao_gmm import EXACT_SAMPLER, RESULT_COLUMNS
 
 Z = 1.959963984540054  # 95% two-sided normal quantile
 MONTE_CARLO = ['metrics=["class_probability"]']  # the exact grid columns have their own tests

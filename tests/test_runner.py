@@ -407,7 +407,7 @@ def test_zero_densities_of_a_uniform_box(tmp_path):
     """Disjoint boxes: inside class c's box p(c|y) = 1 exactly (the other class's 0 is kept as
     the most negative float64, not dropped); outside every box the row is NaN (counted)."""
     from guidelab.distributions import UniformBoxMixture
-    from guidelab.studies.measures import clean_log_posterior
+    from guidelab.studies.parts import exact_log_posterior as clean_log_posterior
 
     boxes = UniformBoxMixture(lows=[[-2.0], [0.5]], highs=[[-1.0], [2.5]], weights=[0.5, 0.5],
                               labels=[0, 1])

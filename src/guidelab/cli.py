@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,12 +30,11 @@ app = typer.Typer(help="Exact measurements of what guidance does to diffusion sa
 spec_app = typer.Typer(help="Built-in study specs: list them, show one to copy and edit.",
                        no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
-reproduce = typer.Typer(help="Reproduce the experiments of the papers guidelab checks.",
-                        no_args_is_help=True)
-app.add_typer(reproduce, name="reproduce")
 
 _STATE = {"debug": False}
 DEBUG_HELP = "Show the full traceback of an error."
+WAIT_HELP = ("If another run is writing the results folder, wait for it to finish (default: "
+             "stop at once with a message naming it).")
 
 
 @app.callback()
@@ -82,7 +82,25 @@ def _number(value, spec: str) -> str:
     return format(value, spec)
 
 
+SUPPORT_HEADER = (f"{'sampler':<15} {'class':>5} {'w':>8} {'n':>6} {'outside':>8} "
+                  f"{'interval':>19} {'mean dist':>9}")
+
+
+def _header(spec) -> str:
+    """The table's header line: Q's columns when the study measures class probabilities, the
+    mass outside the support for a support study."""
+    if "class_probability" not in spec.metrics and "support" in spec.metrics:
+        return SUPPORT_HEADER
+    return HEADER
+
+
 def _format_row(row: dict, extra: list[str] = ()) -> str:
+    if "q_mean" not in row and "outside" in row:
+        swept = "  " + " ".join(f"{key}={row.get(key)}" for key in extra) if extra else ""
+        return (f"{row['sampler']:<15} {row['class']:>5} {row['w']:>8.4g} "
+                f"{row['support_n']:>6} {_number(row['outside'], '.4f'):>8} "
+                f"[{_number(row['outside_low'], '.4f')}, {_number(row['outside_high'], '.4f')}] "
+                f"{_number(row.get('mean_distance_outside'), '.4f'):>9}{swept}")
     decreased = row.get("frac_p_decreased")
     decreased = "" if decreased is None else _number(decreased, ".4f")
     flag = "" if row.get("q_reliable") else "  !"
@@ -100,6 +118,17 @@ def _extra_columns(spec) -> list[str]:
     return [key for key in spec.swept_keys if key not in ("class", "sampler.name")]
 
 
+def _print_pooled(result, extra: list[str]) -> None:
+    """The rows pooled over classes (class = all), the paper's statistic."""
+    if not result.pooled or "q_mean" not in result.pooled[0] and "outside" not in \
+            result.pooled[0]:
+        return
+    typer.echo("pooled over classes (class = all: every sample of every class together)")
+    for row in result.pooled:
+        row = dict(row, n=row.get("n", 0) or 0, support_n=row.get("support_n", 0) or 0)
+        typer.echo(_format_row(row, extra))
+
+
 def _print_warnings(rows: list[dict]) -> None:
     warnings = sorted({(row["sampler"], row["class"], row["w"], text) for row in rows
                        for text in (row.get("warnings") or "").split(" | ") if text})
@@ -112,14 +141,14 @@ def _print_warnings(rows: list[dict]) -> None:
 
 
 def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: bool,
-               report: bool, debug: bool, title: str, workers: int | None = None) -> object:
-    """Run a resolved spec into ``out``, printing the table as units finish."""
+               report: bool, debug: bool, title: str, workers: int | None = None,
+               wait: bool = False) -> object:
+    """Run a resolved spec into ``out``, printing the table as units finish; the folder is
+    locked for the whole run (``wait``: wait for another run holding it, else refuse)."""
     from tqdm.auto import tqdm
 
     from .studies.backends import get_backend
-    from .studies.run import run_spec
     from .studies.store import ResultStore
-    from .studies.units import expand_units
 
     if address and backend != "ray":
         raise ValueError("address: --address needs --backend ray")
@@ -131,14 +160,31 @@ def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: boo
     options = {"address": address, "num_cpus": workers} if backend == "ray" else {
         "workers": workers}
     backend_obj = get_backend(backend, **options)
-    extra = _extra_columns(spec)
     store = ResultStore(out)
-    store.open(spec)  # a bad folder or another spec's results stop here, before any output
+
+    def note(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+
+    with store.lock(wait=wait, log=note):  # one writer per folder, for the whole run
+        store.open(spec)  # a bad folder or another spec's results stop here, before any output
+        return _run_open_study(spec, out, store, backend_obj, quiet=quiet, report=report,
+                               debug=debug, title=title, note=note)
+
+
+def _run_open_study(spec, out: Path, store, backend_obj, *, quiet: bool, report: bool,
+                    debug: bool, title: str, note) -> object:
+    """The body of :func:`_run_study`, under the folder's lock with the store open."""
+    from tqdm.auto import tqdm
+
+    from .studies.run import run_spec
+    from .studies.units import expand_units
+
+    extra = _extra_columns(spec)
     typer.echo(title)
     typer.echo("w is Ho & Salimans' guidance strength (w = 0 unguided, CFG scale = 1 + w); "
                "interval: see interval_method in the results; '!' marks an unreliable mean")
-    typer.echo(HEADER + ("  " + " ".join(extra) if extra else ""))
-    done = store.finished()
+    typer.echo(_header(spec) + ("  " + " ".join(extra) if extra else ""))
+    done = store.check(log=note)  # files that fail a check are quarantined and recomputed
     if done:
         order = [unit.id for unit in expand_units(spec) if unit.id in done]
         for row in store.read_rows(order):
@@ -149,6 +195,7 @@ def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: boo
             tqdm.write(_format_row(row, extra))
 
     result = run_spec(spec, out, backend=backend_obj, progress=not quiet, on_unit=on_unit)
+    _print_pooled(result, extra)
     _print_warnings(result.rows)
     computed, skipped = len(result.computed), len(result.skipped)
     typer.echo(f"{len(result.units)} units ({computed} computed now, {skipped} already there) "
@@ -234,6 +281,7 @@ def run(
     workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
                                        "each: threads of this process (local, default up to "
                                        "4) or CPUs of a local Ray instance (default 2)."),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
@@ -247,7 +295,7 @@ def run(
         if backend not in ("local", "ray"):
             raise ValueError(f"backend: expected local or ray, got {backend!r}")
         _run_study(resolved, out, backend=backend, address=address, quiet=quiet,
-                   report=not no_report, debug=debug, workers=workers,
+                   report=not no_report, debug=debug, workers=workers, wait=wait,
                    title=f"{resolved.name}: {resolved.description}".rstrip(": "))
 
 
@@ -269,6 +317,29 @@ def report(
         typer.echo(f"wrote {write_report(run_dir, out=out)}")
 
 
+@app.command("verify")
+def verify(
+    run_dir: Path = typer.Argument(..., help="A results folder written by `guidelab run`."),
+    quarantine: bool = typer.Option(False, "--quarantine", help="Move the files that fail into "
+                                    "RUN_DIR/quarantine/ (the next run recomputes their "
+                                    "units); refused while a run holds the folder."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Check every unit and samples file of RUN_DIR: its checksum, and that it is the unit of
+    RUN_DIR/spec.toml its name says. One line per problem, then a summary; read-only unless
+    --quarantine. Exit status 0: clean, 1: problems, 2: not a readable results folder."""
+    from .studies.store import ResultStore
+
+    with _errors(debug, None):
+        store = ResultStore(run_dir, label="run_dir")
+        found = store.verify(quarantine=quarantine)
+        for problem in found.problems:
+            typer.echo(problem.line(run_dir))
+        typer.echo(found.summary())
+    if found.problems:
+        raise typer.Exit(code=1)
+
+
 # ----------------------------------------------------------------------------- reproduce
 
 def _parse_list(text: str | None, kind, option: str) -> list | None:
@@ -281,248 +352,76 @@ def _parse_list(text: str | None, kind, option: str) -> list | None:
         raise ValueError(f"{option}: expected comma-separated {noun}, got {text!r}") from None
 
 
-@reproduce.command("li-jiao-gmm")
-def li_jiao_gmm(
-    out: Path = typer.Option(Path("results/li-jiao-gmm"), "--out",
-                             help="Results folder: units/*.parquet, results.csv, q_vs_w.png, "
-                                  "report.html."),
-    trials: int | None = typer.Option(None, "--trials",
-                                      help="Samples per class and strength [10000]."),
-    steps: int | None = typer.Option(None, "--steps", help="Sampler steps T [1000]."),
-    sampler: str | None = typer.Option(None, "--sampler",
-                                       help="ddpm_type, ddpm_ancestral, ddim, ode_euler, "
-                                            "ode_heun or euler_maruyama [ddpm_type]."),
-    schedule: str | None = typer.Option(None, "--schedule",
-                                        help="li_jiao, linear or cosine [li_jiao]."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1, auto [cpu]."),
+@app.command("reproduce")
+def reproduce(
+    name: str = typer.Argument(..., help="A built-in study (guidelab spec list)."),
+    out: Path | None = typer.Option(None, "--out", help="Results folder [results/NAME]."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=TOML value. "
+                                   "Repeatable."),
+    trials: int | None = typer.Option(None, "--trials", help="Samples per class and strength "
+                                      "(alias of --set trials=N)."),
+    steps: int | None = typer.Option(None, "--steps", help="Sampler steps T (sampler.steps)."),
+    sampler: str | None = typer.Option(None, "--sampler", help="A registered sampler "
+                                       "(sampler.name)."),
+    schedule: str | None = typer.Option(None, "--schedule", help="li_jiao, linear or cosine "
+                                        "(sampler.schedule)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1, auto."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of all noise; every w shares "
-                                    "it [0]."),
+                                    "it."),
     w: str | None = typer.Option(None, "--w", help="Comma-separated strengths w (0 is always "
-                                 "added). Default: 0 and 10 log-spaced values in [0.01, 10]."),
+                                 "added) (sweep.w)."),
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated classes "
-                                       "[all]."),
+                                       "(sweep.class)."),
     allow_negative: bool = typer.Option(False, "--allow-negative",
                                         help="Accept w < 0 (guidance away from the class)."),
     reference_steps: int | None = typer.Option(None, "--reference-steps",
                                                help="Steps of the exact reverse kernel at "
-                                                    "w = 0 [50]."),
-    float64: bool = typer.Option(False, "--float64", help="Sample in float64."),
+                                                    "w = 0 (reference.steps)."),
+    float64: bool = typer.Option(False, "--float64", help="Sample in float64 (dtype)."),
+    profile_w: float = typer.Option(1.0, "--profile-w", help="Strength of the guidance-effect "
+                                    "profile (profile.png; exact Gaussian mixtures in d <= 2)."),
     backend: str = typer.Option("local", "--backend", help="local or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
     workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
-                                       "each [2]."),
+                                       "each."),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
-    """Q(w) = E[1/p(c|Y)] against guidance strength w on a 3-class Gaussian mixture in 2-D.
+    """Run a built-in study (li-jiao-gmm, li-jiao-1d, li-jiao-digits, learned-vs-exact,
+    support-leak, smoke, ...) into OUT: units/*.parquet, results.csv, report.html, q_vs_w.png.
 
-    Li & Jiao (arXiv 2505.01382): guidance lowers Q although some samples' p(c|Y) goes down.
-    Runs the built-in spec li-jiao-gmm (`guidelab spec show li-jiao-gmm`) with these options
-    as overrides; writes OUT/units/*.parquet, OUT/results.csv, OUT/q_vs_w.png and
-    OUT/report.html.
+    The options are aliases of spec keys (--trials is --set trials=N, ...); `guidelab spec show
+    NAME` prints the spec they modify.
     """
     from .report.plots import plot_q_vs_w
-    from .studies.li_jiao_gmm import li_jiao_spec
+    from .studies.aliases import reproduce_spec
 
     with _errors(debug, out):
         strengths = _parse_list(w, float, "--w")
         class_list = _parse_list(classes, int, "--classes")
-        spec = li_jiao_spec(trials=trials, steps=steps, sampler=sampler, schedule=schedule,
-                            device=device, seed=seed, strengths=strengths, classes=class_list,
-                            allow_negative=allow_negative or None,
-                            reference_steps=reference_steps,
-                            dtype="float64" if float64 else None)
-        title = (f"li-jiao-gmm: {spec.distribution_object()}, sampler {spec.sampler.name} "
-                 f"({spec.sampler.schedule}, T = {spec.sampler.steps}), {spec.trials} trials "
-                 f"per class and w, device {spec.device}, seed {spec.seed}")
+        spec = reproduce_spec(name, overrides=set_, trials=trials, steps=steps,
+                              sampler=sampler, schedule=schedule, device=device, seed=seed,
+                              strengths=strengths, classes=class_list,
+                              allow_negative=allow_negative or None,
+                              reference_steps=reference_steps,
+                              dtype="float64" if float64 else None)
+        out = out if out is not None else Path("results") / spec.name
+        title = f"{spec.name}: {spec.description}".rstrip(": ")
         result = _run_study(spec, out, backend=backend, address=address, quiet=quiet,
-                            report=True, debug=debug, title=title, workers=workers)
-        figure = plot_q_vs_w(result.rows, out / "q_vs_w.png",
-                             title=f"Li-Jiao GMM experiment: {spec.sampler.name}, "
-                                   f"T = {spec.sampler.steps}, {spec.trials} trials")
-        typer.echo(f"  figure: {figure}")
-        typer.echo(f"  profile (where in noise level guidance lowers Q, w = 1): "
-                   f"{_write_profile(spec, out, 1.0)}")
+                            report=True, debug=debug, title=title, workers=workers,
+                            wait=wait)
+        if "class_probability" in spec.metrics:
+            figure = plot_q_vs_w(result.rows, out / "q_vs_w.png",
+                                 title=f"{spec.name}: {spec.sampler.name}, "
+                                       f"T = {spec.sampler.steps}, {spec.trials} trials")
+            typer.echo(f"  figure: {figure}")
+        distribution = spec.distribution_object()
+        if spec.model.kind == "exact" and distribution is not None and distribution.dim <= 2 \
+                and "exact_grid" in spec.metrics:
+            typer.echo(f"  profile (where in noise level guidance lowers Q, w = {profile_w:g}): "
+                       f"{_write_profile(spec, out, profile_w)}")
 
-
-# --- li-jiao-digits (learned models) ---
-
-_DIGITS_HEADER = (f"{'model':<8} {'guidance':<10} {'w':>5} {'n':>5} {'Q':>9} {'interval':>19} "
-                  f"{'k-hat':>6} {'E[p]':>7} {'p 1%':>7} {'acc':>6} {'p down':>7}")
-
-
-def _digits_row(row: dict) -> str:
-    """One pooled row of li-jiao-digits / learned-vs-exact as a table line."""
-    def number(value, spec):
-        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        if isinstance(value, float) and math.isinf(value):
-            return "inf"
-        return format(value, spec)
-
-    w = "-" if row.get("w") is None else f"{row['w']:g}"
-    flag = "" if row.get("q_reliable") else "  !"
-    return (f"{row['model']:<8} {row.get('guidance', 'cfg'):<10} {w:>5} {row['n']:>5} "
-            f"{number(row['q_mean'], '.4f'):>9} [{number(row['q_low'], '.4f'):>8}, "
-            f"{number(row['q_high'], '.4f'):>8}] {number(row['pareto_khat'], '.2f'):>6} "
-            f"{number(row['p_mean'], '.4f'):>7} {number(row.get('p_q01'), '.4f'):>7} "
-            f"{number(row['accuracy'], '.3f'):>6} {number(row.get('frac_p_decreased'), '.3f'):>7}"
-            f"{flag}")
-
-
-@reproduce.command("li-jiao-digits")
-def li_jiao_digits(
-    out: Path = typer.Option(Path("results/li-jiao-digits"), "--out",
-                             help="Folder for results.csv, calibration.json, q_vs_w.png, "
-                                  "samples.png and reliability.png."),
-    trials: int | None = typer.Option(None, "--trials",
-                                      help="Samples per class and strength (default 100)."),
-    w: str | None = typer.Option(None, "--w", help="Comma-separated strengths w (0 is always "
-                                 "added) (default 0,0.5,1,2,4)."),
-    steps: int | None = typer.Option(None, "--steps", help="Sampler steps T (default 50)."),
-    sampler: str | None = typer.Option(None, "--sampler",
-                                       help="ddpm_type, ddpm_ancestral, ddim, ode_euler or "
-                                            "ode_heun (default ddpm_type)."),
-    schedule: str | None = typer.Option(None, "--schedule",
-                                        help="li_jiao, linear or cosine (default li_jiao)."),
-    guidance: str = typer.Option("cfg,classifier", "--guidance",
-                                 help="Rules for the trained network: cfg, classifier."),
-    models: str = typer.Option("network,kernel", "--models", help="network, kernel."),
-    kernel_guidance: str = typer.Option("cfg", "--kernel-guidance",
-                                        help="Rules for the exact kernel model (its classifier "
-                                             "guidance equals its CFG; slower)."),
-    bandwidth: float | None = typer.Option(None, "--bandwidth",
-                                           help="Bandwidth h of the kernel model (default 0.3)."),
-    network: str | None = typer.Option(None, "--network",
-                                       help="mlp (64 pixels) or conv (8x8 images), default "
-                                            "mlp."),
-    denoiser_steps: int | None = typer.Option(None, "--denoiser-steps",
-                                              help="Training steps of the denoiser, default "
-                                                   "3000."),
-    classifier_steps: int | None = typer.Option(None, "--classifier-steps",
-                                                help="Training steps of the noisy classifier "
-                                                     "(default 1000)."),
-    seed: int | None = typer.Option(None, "--seed",
-                                    help="Seed of training and of all sampling noise, "
-                                         "default 0."),
-    split_seed: int | None = typer.Option(None, "--split-seed",
-                                          help="Seed of the stratified split (default 0)."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir",
-                                          help="Trained-network cache [$GUIDELAB_CACHE/models, "
-                                               "else ~/.cache/guidelab/models]."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Train afresh; write no cache."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-) -> None:
-    """Li & Jiao's second experiment on scikit-learn's digits, judged by an independent
-    classifier.
-
-    A diffusion model (and a noisy classifier) trained on one part of the digits is guided
-    (CFG, classifier guidance) over w; an exact kernel density of the same digits is guided the
-    same way; a calibrated logistic regression trained on another part judges every sample.
-    Prints pooled Q(w) = E[1/p_eval(c|Y)] over classes; writes per-class and pooled rows to
-    OUT/results.csv, the judge's calibration to OUT/calibration.json, and q_vs_w.png,
-    samples.png and reliability.png.
-    """
-    import time
-
-    from .report.digits import write_digits_report
-    from .studies.li_jiao_digits import DigitsConfig, run_li_jiao_digits
-
-    with _errors(debug, out):
-        strengths = _parse_list(w, float, "--w") or [0.0, 0.5, 1.0, 2.0, 4.0]
-        if 0.0 not in strengths:
-            strengths = [0.0, *strengths]
-        overrides = {"trials": trials, "steps": steps, "sampler": sampler,
-                     "schedule": schedule, "bandwidth": bandwidth, "network": network,
-                     "denoiser_steps": denoiser_steps, "classifier_steps": classifier_steps,
-                     "seed": seed, "split_seed": split_seed}
-        config = DigitsConfig(
-            strengths=tuple(strengths),
-            guidance=tuple(g.strip() for g in guidance.split(",")),
-            models=tuple(m.strip() for m in models.split(",")),
-            kernel_guidance=tuple(g.strip() for g in kernel_guidance.split(",")),
-            cache_dir=cache_dir, use_cache=not no_cache, device=device,
-            **{key: value for key, value in overrides.items() if value is not None})
-        config.validate()
-        typer.echo(f"li-jiao-digits: {config.sampler} ({config.schedule}, T = {config.steps}), "
-                   f"{config.trials} trials per class and w, w = {list(config.strengths)}, "
-                   f"device {config.device}, seed {config.seed}")
-        typer.echo("pixels v/8 - 1 in [-1, 1]; split A/B/C = 1/2, 1/4, 1/4 (stratified): A "
-                   "trains the models, B the judge, C is held out (calibration, real rows)")
-        start = time.perf_counter()
-        result = run_li_jiao_digits(config, out_dir=out, progress=not quiet,
-                                    log=lambda message: typer.echo(f"  {message}"))
-        typer.echo("pooled over classes (per-class rows in results.csv); '!' marks a mean the "
-                   "tail diagnosis calls unreliable (k-hat above threshold)")
-        typer.echo(_DIGITS_HEADER)
-        for row in result.rows:
-            if row["class"] == "all":
-                typer.echo(_digits_row(row))
-        paths = write_digits_report(result, out)
-        typer.echo(f"wrote {out / 'results.csv'}, {out / 'calibration.json'}, "
-                   f"{', '.join(str(p) for p in paths.values())} in "
-                   f"{time.perf_counter() - start:.1f} s")
-
-
-@reproduce.command("learned-vs-exact")
-def learned_vs_exact(
-    out: Path = typer.Option(Path("results/learned-vs-exact"), "--out",
-                             help="Folder for results.csv and support.csv."),
-    trials: int = typer.Option(2000, "--trials", help="Samples per class and w (mixture)."),
-    steps: int = typer.Option(200, "--steps", help="Sampler steps T."),
-    train_steps: int = typer.Option(3000, "--train-steps", help="Training steps."),
-    support_trials: int = typer.Option(2000, "--support-trials",
-                                       help="Samples per class and w (uniform boxes)."),
-    eps: str = typer.Option("0,0.05,0.1", "--eps", help="Score errors of the box experiment."),
-    kinds: str = typer.Option("bias,noise", "--kinds", help="Perturbed kinds: bias, noise."),
-    seed: int = typer.Option(0, "--seed", help="Seed of training and sampling noise."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Trained-network cache."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-) -> None:
-    """A trained network beside the exact 2-D mixture of li-jiao-gmm (score error, Q(w) judged
-    by the exact posterior), and the mass outside a uniform box's support against w for exact
-    and perturbed scores (Chidambaram et al., arXiv 2409.13074)."""
-    from .studies.learned_vs_exact import (
-        LearnedVsExactConfig,
-        run_learned_vs_exact,
-        run_support_leak,
-    )
-
-    with _errors(debug, out):
-        config = LearnedVsExactConfig(trials=trials, steps=steps, train_steps=train_steps,
-                                      seed=seed, cache_dir=cache_dir, device=device)
-        result = run_learned_vs_exact(config, out_dir=out, progress=not quiet)
-        typer.echo(f"score error of the trained MLPDenoiser against the exact score "
-                   f"(relative, sigma^2-weighted over noise levels): conditional "
-                   f"{result.score_error.total:.4f}, unconditional "
-                   f"{result.score_error.total_unconditional:.4f}")
-        typer.echo(result.score_error.table())
-        typer.echo("Q(w) judged by the exact posterior, pooled over classes (per class in "
-                   "results.csv)")
-        typer.echo(_DIGITS_HEADER)
-        for row in result.rows:
-            if row["class"] == "all":
-                typer.echo(_digits_row({**row, "guidance": "cfg"}))
-        rows = run_support_leak(eps=_parse_list(eps, float, "--eps"),
-                                kinds=tuple(k.strip() for k in kinds.split(",")),
-                                trials=support_trials, seed=seed, device=device, out_dir=out,
-                                progress=not quiet)
-        typer.echo("mass outside the class support (two adjacent boxes in 1-D), 95% "
-                   "Clopper-Pearson interval")
-        typer.echo(f"{'kind':<6} {'eps':>5} {'w':>4} {'outside':>8} {'interval':>19} "
-                   f"{'mean dist':>9}")
-        for row in rows:
-            typer.echo(f"{row['kind']:<6} {row['eps']:>5g} {row['w']:>4g} "
-                       f"{row['outside']:>8.4f} [{row['outside_low']:.4f}, "
-                       f"{row['outside_high']:.4f}] {row['mean_distance_outside']:>9.4f}")
-        typer.echo(f"wrote {out / 'results.csv'} and {out / 'support.csv'}")
-
-
-# --- li-jiao-1d and the guidance-effect profile (exact references) ---
 
 def _write_profile(spec, out: Path, w: float) -> Path:
     """Where in noise level guidance of strength w lowers Q, one curve per class: OUT/profile.png.
@@ -540,51 +439,3 @@ def _write_profile(spec, out: Path, w: float) -> Path:
                                  num_steps=1000 if one_d else 500, n=4096, seed=spec.seed)
                 for c in spec.classes]
     return plot_profile(profiles, out / "profile.png")
-
-
-@reproduce.command("li-jiao-1d")
-def li_jiao_1d(
-    out: Path = typer.Option(Path("results/li-jiao-1d"), "--out",
-                             help="Results folder: units/*.parquet, results.csv, q_vs_w.png, "
-                                  "profile.png, report.html."),
-    trials: int | None = typer.Option(None, "--trials",
-                                      help="Samples per class and strength (default 20000)."),
-    steps: int | None = typer.Option(None, "--steps", help="Sampler steps T (default 1000)."),
-    sampler: str | None = typer.Option(None, "--sampler", help="A registered sampler "
-                                       "(default ddpm_type)."),
-    schedule: str | None = typer.Option(None, "--schedule", help="li_jiao, linear or cosine "
-                                        "(default linear)."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of all noise (default 0)."),
-    w: str | None = typer.Option(None, "--w", help="Comma-separated strengths w (0 is always "
-                                 "added; default 0, 0.5, 2)."),
-    profile_w: float = typer.Option(1.0, "--profile-w", help="Strength of the guidance-effect "
-                                    "profile (profile.png)."),
-    backend: str = typer.Option("local", "--backend", help="local or ray."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
-) -> None:
-    """Heavy-tailed 1-D mixture: Monte Carlo Q(w) beside the exact grid reference.
-
-    Class 0 = N(-1, 0.5^2), class 1 = {N(1, 0.3^2), N(3, 0.3^2)}, p(c) = 1/2: 1/p(c|Y) is so
-    heavy-tailed that Monte Carlo means sit far below the truth; the grid_q column propagates
-    each sampler's output density on a grid (no Monte Carlo error). Runs the built-in spec
-    li-jiao-1d (`guidelab spec show li-jiao-1d`) with these options as overrides and writes
-    OUT/profile.png, where in noise level guidance lowers Q.
-    """
-    from .report.plots import plot_q_vs_w
-    from .studies.li_jiao_gmm import li_jiao_spec
-
-    with _errors(debug, out):
-        strengths = _parse_list(w, float, "--w")
-        spec = li_jiao_spec("li-jiao-1d", trials=trials, steps=steps, sampler=sampler,
-                            schedule=schedule, seed=seed, strengths=strengths)
-        title = (f"li-jiao-1d: {spec.distribution_object()}, sampler {spec.sampler.name} "
-                 f"({spec.sampler.schedule}, T = {spec.sampler.steps}), {spec.trials} trials "
-                 f"per class and w, seed {spec.seed}; grid_q is exact for the sampler")
-        result = _run_study(spec, out, backend=backend, address=None, quiet=quiet,
-                            report=True, debug=debug, title=title)
-        figure = plot_q_vs_w(result.rows, out / "q_vs_w.png",
-                             title=f"li-jiao-1d: {spec.sampler.name}, T = {spec.sampler.steps}")
-        typer.echo(f"  figure: {figure}")
-        typer.echo(f"  profile (where in noise level guidance lowers Q, w = {profile_w:g}): "
-                   f"{_write_profile(spec, out, profile_w)}")

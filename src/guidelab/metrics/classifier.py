@@ -53,7 +53,8 @@ averaged; a warning says how many. Warnings are returned as strings, never print
 **Streaming.** The summary needs only counts, two moments, the largest terms and the quantiles,
 which :class:`guidelab.metrics.record.ClassProbabilityRecord` holds in bounded size and merges
 across chunks of rows. :func:`guidelab.metrics.record.summarize_class_probability` is the
-summary of the record of the whole array (every term kept, so k-hat and top share are exact) with exact sample quantiles;
+summary of the record of the whole array (every term kept, so k-hat and top share are exact)
+with exact sample quantiles;
 ``ClassProbabilityRecord.summary`` applies the same rule to a merged record.
 """
 

@@ -53,6 +53,7 @@ round-trip exactly through ``json``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -91,8 +92,12 @@ __all__ = [
     "DEFAULT_QUANTILE_BINS",
     "QUANTILE_LOGIT_RANGE",
     "ClassProbabilityRecord",
+    "POOLED_CLASS",
     "summarize_class_probability",
 ]
+
+POOLED_CLASS = -1
+"""The class of a record pooled over classes (:meth:`ClassProbabilityRecord.pool`)."""
 
 DEFAULT_KEEP_TOP = 30_001
 """Largest terms a record keeps by default: M + 1 for n = 10^8 (M = floor(3 sqrt(n)) = 30000)."""
@@ -412,6 +417,15 @@ class ClassProbabilityRecord:
             paired = [a.merge(b) for a, b in zip(level[0::2], level[1::2], strict=False)]
             level = paired + ([level[-1]] if len(level) % 2 else [])
         return level[0]
+
+    @classmethod
+    def pool(cls, records: Iterable[ClassProbabilityRecord]) -> ClassProbabilityRecord:
+        r"""The record of the rows of several classes together: row i keeps the probability
+        p(c_i|Y_i) of its own class c_i, so Q = E[1/p(c_i|Y_i)] over all rows is the paper's
+        pooled statistic. Every field merges as for one class (counts of rows whose argmax is
+        their own class, coupled pairs, moments, largest terms, histogram); the result's class
+        is :data:`POOLED_CLASS`."""
+        return cls.combine(dataclasses.replace(record, c=POOLED_CLASS) for record in records)
 
     # -- summary -------------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ The runner knows nothing about any particular metric.
 
 Built in:
 
-* ``class_probability``: with the exact clean class posterior log p(c'|Y) of the study's
-  distribution, the record of :class:`guidelab.metrics.ClassProbabilityRecord` (Q = E[1/p(c|Y)]
+* ``class_probability``: with the judge's class posterior log p(c'|Y) of the clean samples
+  (the exact posterior of ``[distribution]`` unless ``[judge]`` names another), the record of
+  :class:`guidelab.metrics.ClassProbabilityRecord` (Q = E[1/p(c|Y)]
   in log space, E[p], accuracy, the largest terms for the Pareto k-hat, and, against the rows of
   w = 0 of the same chunk, the count of rows whose p(c|Y) went down); its summary is
   :class:`guidelab.metrics.ClassProbabilitySummary` with the reference 1/p(c).
@@ -28,8 +29,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Metric", "UnitContext", "ChunkContext", "METRICS", "register_metric",
-           "clean_log_posterior"]
+__all__ = ["Metric", "UnitContext", "ChunkContext", "METRICS", "register_metric"]
 
 
 @dataclass
@@ -38,11 +38,13 @@ class UnitContext:
 
     Attributes:
         spec: the unit's settings (the resolved spec with the unit's swept values set).
-        distribution: the exact family (its class posterior is the measuring classifier).
+        distribution: the exact family of ``[distribution]``, or None.
         c: the unit's class.
         reference: True for the exact-reverse reference unit (w = 0 only).
         options: this metric's parsed options (or None).
         unit_id: the unit's id.
+        parts: the unit's :class:`~guidelab.studies.parts.StudyParts` (model, judge, data).
+        inv_prior: 1/p(c) of the exact family (the identity's value), or None.
     """
 
     spec: Any
@@ -51,6 +53,8 @@ class UnitContext:
     reference: bool
     options: Any
     unit_id: str
+    parts: Any = None
+    inv_prior: float | None = None
 
 
 @dataclass
@@ -93,6 +97,9 @@ class Metric:
         options: a pydantic model of the metric's options (``[metric_options.NAME]``), or None.
         check: ``(spec, distribution) -> None | (dotted path, message)``: a spec this metric
             cannot measure, reported before anything runs.
+        pool: ``(records of several classes) -> record`` of all their rows together (the
+            paper's pooled statistic, ``class = "all"``), or None when pooling over classes
+            means nothing for this metric.
     """
 
     name: str
@@ -101,6 +108,7 @@ class Metric:
     load: Callable[[dict], Any]
     options: type[BaseModel] | None = None
     check: Callable[[Any, Any], tuple[str, str] | None] = lambda spec, distribution: None
+    pool: Callable[[list], Any] | None = None
 
     def parse_options(self, data: dict | None):
         """The validated options (the model's defaults when ``data`` is None)."""
@@ -124,39 +132,6 @@ def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
 
 
 # ----------------------------------------------------------------------------- class_probability
-
-def clean_log_posterior(distribution, samples: torch.Tensor) -> torch.Tensor:
-    r"""log p(c'|Y) of the clean distribution for every class, ``[n, C]`` float64 (CPU).
-
-    Rows with a non-finite sample, and rows where the clean density is zero for every class
-    (a uniform box's outside), are NaN: the summaries count them in ``n_nonfinite``. A class
-    whose density is zero at y (p(c'|y) = 0) gets the most negative float64 rather than -inf.
-
-    A Gaussian mixture uses its ``log_class_posterior`` (positive everywhere). Other families
-    go through log p(c'|y) = log p(c') + log p(y|c') - logsumexp_c'' (log p(c'') +
-    log p(y|c'')), which allows a zero density for some classes.
-    """
-    from ..distributions import GaussianMixture
-
-    x = samples.flatten(1).to(torch.float64)  # [n, d]
-    n = x.shape[0]
-    out = torch.full((n, distribution.num_classes), math.nan, dtype=torch.float64)
-    finite = torch.isfinite(x).all(dim=1)  # [n]
-    if not bool(finite.any()):
-        return out
-    y = x[finite]  # [m, d]
-    if isinstance(distribution, GaussianMixture):
-        out[finite.cpu()] = distribution.log_class_posterior(y, 1.0, 0.0).cpu()
-        return out
-    log_prior = torch.log(distribution.class_prior).to(y.device)  # [C]
-    joint = torch.stack([distribution.log_prob(y, 1.0, 0.0, c) + log_prior[c]
-                         for c in range(distribution.num_classes)], dim=1)  # [m, C]
-    log_posterior = joint - torch.logsumexp(joint, dim=1, keepdim=True)  # [m, C], NaN: no class
-    # p(c'|y) = 0 exactly (log = -inf) is a valid value, not a failed row: the most negative
-    # float64 keeps the row in the statistics (1/p(c|y) then overflows, honestly, to +inf)
-    out[finite.cpu()] = log_posterior.clamp_min(torch.finfo(torch.float64).min).cpu()
-    return out
-
 
 class ClassProbabilityOptions(BaseModel):
     """``[metric_options.class_probability]``.
@@ -188,7 +163,7 @@ def _keep_top(options: ClassProbabilityOptions | None, trials: int) -> int:
 def _class_probability_measure(ctx: ChunkContext):
     from ..metrics.record import ClassProbabilityRecord
 
-    log_posterior = clean_log_posterior(ctx.unit.distribution, ctx.samples)  # [n, C]
+    log_posterior = ctx.unit.parts.judge(ctx.samples)  # [n, C] log p(c'|Y) by the judge
     if ctx.is_baseline:
         ctx.scratch["class_probability"] = log_posterior
         baseline = None
@@ -202,9 +177,8 @@ def _class_probability_measure(ctx: ChunkContext):
 
 
 def _class_probability_summarize(record, unit: UnitContext) -> dict:
-    inv_prior = float(1.0 / unit.distribution.class_prior[unit.c])
     level = unit.options.level if unit.options is not None else 0.95
-    return record.summary(inv_prior=inv_prior, level=level).as_row()
+    return record.summary(inv_prior=unit.inv_prior, level=level).as_row()
 
 
 def _class_probability_load(data: dict):
@@ -216,46 +190,48 @@ def _class_probability_load(data: dict):
 def _class_probability_check(spec, distribution) -> tuple[str, str] | None:
     from ..distributions import EmpiricalMixture
 
-    if isinstance(distribution, EmpiricalMixture) and distribution.bandwidth == 0:
+    judged_exactly = spec.judge is None or spec.judge.kind == "exact"
+    if judged_exactly and isinstance(distribution, EmpiricalMixture) \
+            and distribution.bandwidth == 0:
         return ("distribution.bandwidth", "the class_probability metric needs bandwidth > 0: "
                 "the clean empirical distribution has no density, so p(c|Y) is undefined")
     return None
 
 
+def _class_probability_pool(records: list):
+    from ..metrics.record import ClassProbabilityRecord
+
+    return ClassProbabilityRecord.pool(records)
+
+
 register_metric(Metric("class_probability", _class_probability_measure,
                        _class_probability_summarize, _class_probability_load,
-                       ClassProbabilityOptions, _class_probability_check))
+                       ClassProbabilityOptions, _class_probability_check,
+                       _class_probability_pool))
 
 
 # ----------------------------------------------------------------------------- exact_grid
 
 @dataclass(frozen=True)
-class ExactGridRecord:
-    """The exact grid columns of one (unit, w), or None for chunks that did not compute them.
-
-    The grid reference depends on the unit and w only, not on the rows, so the chunk that
-    starts at row 0 computes it and every other chunk contributes an empty record; merging keeps
-    the one that holds columns (exact, associative).
-    """
+class OnceRecord:
+    """Columns that depend on the unit (and w) but not on its rows, computed by the chunk that
+    starts at row 0; every other chunk contributes an empty record and merging keeps the one
+    that holds columns (exact, associative). Values are JSON-able; NaN is stored as null."""
 
     columns: dict | None = None
 
-    def merge(self, other: ExactGridRecord) -> ExactGridRecord:
+    def merge(self, other: OnceRecord) -> OnceRecord:
         return self if self.columns is not None else other
 
     def to_dict(self) -> dict:
         if self.columns is None:
             return {"columns": None}
-        return {"columns": {key: (None if isinstance(value, float) and math.isnan(value)
+        return {"columns": {key: (None if isinstance(value, float) and not math.isfinite(value)
                                   else value) for key, value in self.columns.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict) -> ExactGridRecord:
-        columns = data.get("columns")
-        if columns is None:
-            return cls(None)
-        return cls({key: (math.nan if value is None else value)
-                    for key, value in columns.items()})
+    def from_dict(cls, data: dict) -> OnceRecord:
+        return cls(data.get("columns"))
 
 
 class ExactGridOptions(BaseModel):
@@ -289,32 +265,35 @@ def _exact_grid_target(unit: UnitContext):
     return spec.sampler.name, schedule, {**extra, **spec.sampler.options}
 
 
-def _exact_grid_measure(ctx: ChunkContext) -> ExactGridRecord:
+def _exact_grid_measure(ctx: ChunkContext) -> OnceRecord:
     from ..exact import exact_columns
 
     options = ctx.unit.options or ExactGridOptions()
     wanted = options.w is None or any(math.isclose(ctx.w, w, rel_tol=1e-12, abs_tol=1e-15)
                                       for w in options.w)
     if ctx.start != 0 or not wanted:
-        return ExactGridRecord(None)
+        return OnceRecord(None)
     sampler, schedule, sampler_options = _exact_grid_target(ctx.unit)
     columns = exact_columns(ctx.unit.distribution, ctx.unit.c, ctx.w, sampler, schedule,
                             sampler_options=sampler_options or None, points=options.points,
                             refine=options.refine)
-    return ExactGridRecord(columns)
+    return OnceRecord(columns)
 
 
-def _exact_grid_summarize(record: ExactGridRecord, unit: UnitContext) -> dict:
+def _exact_grid_summarize(record: OnceRecord, unit: UnitContext) -> dict:
     from ..exact import EXACT_COLUMNS
 
     if record.columns is None:
-        return {key: (math.nan if key != "grid_points" else "") for key in EXACT_COLUMNS}
+        return {key: None for key in EXACT_COLUMNS}
     return dict(record.columns)
 
 
 def _exact_grid_check(spec, distribution) -> tuple[str, str] | None:
     from ..distributions import GaussianMixture
 
+    if distribution is None or spec.model.kind != "exact":
+        return ("metrics", "exact_grid propagates the exact scores of [distribution]: it needs "
+                           "model.kind = 'exact'")
     if distribution.dim > 2:
         return ("metrics", f"exact_grid needs data of dimension 1 or 2, the distribution has "
                            f"d = {distribution.dim}")
@@ -328,4 +307,167 @@ def _exact_grid_check(spec, distribution) -> tuple[str, str] | None:
 
 
 register_metric(Metric("exact_grid", _exact_grid_measure, _exact_grid_summarize,
-                       ExactGridRecord.from_dict, ExactGridOptions, _exact_grid_check))
+                       OnceRecord.from_dict, ExactGridOptions, _exact_grid_check))
+
+
+# ----------------------------------------------------------------------------- dominance
+
+class DominanceOptions(BaseModel):
+    """``[metric_options.dominance]``.
+
+    Attributes:
+        level: the joint confidence of the verdict's statements.
+        bins: bins of the records' logit-p histograms (quantile resolution 80 / bins).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    level: float = Field(default=0.95, gt=0, lt=1)
+    bins: int = Field(default=8000, ge=16, le=10**6)
+
+
+def _dominance_measure(ctx: ChunkContext):
+    from ..metrics.dominance import DominanceRecord
+
+    key = "dominance"
+    log_posterior = ctx.scratch.get(("judge", ctx.w))
+    if log_posterior is None:
+        log_posterior = ctx.unit.parts.judge(ctx.samples)  # [n, C]
+    if ctx.is_baseline:
+        ctx.scratch[key] = log_posterior
+    options = ctx.unit.options or DominanceOptions()
+    return DominanceRecord.from_log_posterior(log_posterior, ctx.scratch[key], ctx.unit.c,
+                                              bins=options.bins)
+
+
+def _dominance_summarize(record, unit: UnitContext) -> dict:
+    options = unit.options or DominanceOptions()
+    return record.summary(level=options.level)
+
+
+def _dominance_load(data: dict):
+    from ..metrics.dominance import DominanceRecord
+
+    return DominanceRecord.from_dict(data)
+
+
+def _dominance_pool(records: list):
+    from ..metrics.dominance import DominanceRecord
+
+    return DominanceRecord.combine(records)
+
+
+register_metric(Metric("dominance", _dominance_measure, _dominance_summarize, _dominance_load,
+                       DominanceOptions, pool=_dominance_pool))
+
+
+# ----------------------------------------------------------------------------- calibration
+
+class CalibrationOptions(BaseModel):
+    """``[metric_options.calibration]``.
+
+    Attributes:
+        part: the held-out data part the judge is calibrated on (never seen by model or judge).
+        bins: equal-width bins on [0, 1] of the ECEs and reliability tables.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    part: str = "heldout"
+    bins: int = Field(default=10, ge=1, le=1000)
+
+
+CALIBRATION_COLUMNS = ("judge_n", "judge_accuracy", "judge_log_loss", "ece_top",
+                       "ece_classwise", "real_n", "real_q", "real_p_mean", "calibration")
+"""Columns of the calibration metric (``calibration``: the reliability tables as JSON)."""
+
+
+def _calibration_measure(ctx: ChunkContext) -> OnceRecord:
+    import json
+
+    from ..metrics.calibration import calibration_summary
+
+    if ctx.start != 0 or not ctx.is_baseline:
+        return OnceRecord(None)
+    options = ctx.unit.options or CalibrationOptions()
+    part = ctx.unit.parts.data[options.part]
+    log_posterior = ctx.unit.parts.judge(part.x)  # [m, C]
+    summary = calibration_summary(log_posterior, part.labels, bins=options.bins)
+    mine = (part.labels == ctx.unit.c).cpu()  # [m]
+    own = log_posterior[mine, ctx.unit.c]  # [m_c] log p(c|x) of real images of class c
+    columns = {"judge_n": summary["n"], "judge_accuracy": summary["accuracy"],
+               "judge_log_loss": summary["log_loss"], "ece_top": summary["ece_top"],
+               "ece_classwise": summary["ece_classwise"], "real_n": int(mine.sum()),
+               "real_q": float(torch.exp(-own).mean()) if own.numel() else None,
+               "real_p_mean": float(torch.exp(own).mean()) if own.numel() else None,
+               "calibration": json.dumps(summary, sort_keys=True, allow_nan=False)}
+    return OnceRecord(columns)
+
+
+def _calibration_summarize(record: OnceRecord, unit: UnitContext) -> dict:
+    if record.columns is None:
+        return {key: None for key in CALIBRATION_COLUMNS}
+    return dict(record.columns)
+
+
+def _calibration_check(spec, distribution) -> tuple[str, str] | None:
+    options = spec.metric_options.get("calibration") or {}
+    part = options.get("part", "heldout")
+    if spec.data is None or part not in spec.data.parts:
+        return ("metric_options.calibration.part", f"the calibration metric needs a held-out "
+                f"data part {part!r} in [data] parts")
+    return None
+
+
+register_metric(Metric("calibration", _calibration_measure, _calibration_summarize,
+                       OnceRecord.from_dict, CalibrationOptions, _calibration_check))
+
+
+class SupportOptions(BaseModel):
+    """``[metric_options.support]``: ``level`` of the Clopper-Pearson interval of the mass
+    outside the class's support, ``norm`` of the distance to it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    level: float = Field(default=0.95, gt=0, lt=1)
+    norm: str = Field(default="max", pattern="^(max|euclidean)$")
+
+
+def _support_measure(ctx: ChunkContext):
+    from ..metrics.support import SupportRecord
+
+    distribution = ctx.unit.distribution
+    options = ctx.unit.options or SupportOptions()
+    mask = distribution.labels == ctx.unit.c  # [K]
+    samples = ctx.samples.flatten(1).to(torch.float64)  # [n, d]
+    return SupportRecord.from_samples(samples, distribution.lows, distribution.highs, mask,
+                                      norm=options.norm)
+
+
+def _support_summarize(record, unit: UnitContext) -> dict:
+    options = unit.options or SupportOptions()
+    row = record.summary(level=options.level)
+    return {("support_" + key if key in ("n", "n_nonfinite") else key): value
+            for key, value in row.items()}
+
+
+def _support_load(data: dict):
+    from ..metrics.support import SupportRecord
+
+    return SupportRecord.from_dict(data)
+
+
+def _support_check(spec, distribution) -> tuple[str, str] | None:
+    from ..distributions import UniformBoxMixture
+
+    if not isinstance(distribution, UniformBoxMixture):
+        return ("metrics", "the support metric needs [distribution] of family 'uniform_box' "
+                           "(its classes' supports are known exactly)")
+    return None
+
+
+def _support_pool(records: list):
+    from ..metrics.support import SupportRecord
+
+    return SupportRecord.combine(records)
+
+
+register_metric(Metric("support", _support_measure, _support_summarize, _support_load,
+                       SupportOptions, _support_check, _support_pool))

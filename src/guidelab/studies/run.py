@@ -1,12 +1,17 @@
-r"""Running a study: the units of a spec that have no file yet, on a backend, into the store.
+r"""Running a study: the units of a spec that have no valid file yet, on a backend, into the
+store.
 
-:func:`run_spec` opens the results store (:mod:`guidelab.studies.store`), skips the units that
-already have a file, runs the others on a backend (:mod:`guidelab.studies.backends`; each unit
-is :func:`guidelab.studies.runner.run_unit`) and writes each unit's file as soon as it arrives.
+:func:`run_spec` locks the results folder for its whole lifetime (one writer per folder), opens
+the results store (:mod:`guidelab.studies.store`: the spec check or write, leftover temporary
+files removed), checks every unit file (one that fails is quarantined and its unit counts as
+missing), skips the units whose file passed, runs the others on a backend
+(:mod:`guidelab.studies.backends`; each unit is :func:`guidelab.studies.runner.run_unit`) and
+writes each unit's sealed file as soon as it arrives. Only this process writes the folder.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .backends import get_backend
+from .parts import needs_artifacts, prepare
+from .pooling import pooled_rows
 from .runner import RESULT_COLUMNS, UnitResult
-from .spec import Spec, load_spec
-from .store import ResultStore
-from .units import Unit, expand_units
+from .spec import Spec, load_spec, spec_to_dict
+from .store import Fingerprints, ResultStore
+from .units import Unit, expand_units, unit_settings
 
 __all__ = ["RunResult", "run_spec"]
 
@@ -35,6 +42,8 @@ class RunResult:
         rows: every row of the study, from the store, in unit order.
         csv: the path of ``results.csv``.
         seconds: wall-clock time of the call.
+        pooled: rows pooled over classes (``class = "all"``, :mod:`guidelab.studies.pooling`),
+            also in ``results.csv``.
     """
 
     out: Path
@@ -46,6 +55,7 @@ class RunResult:
     csv: Path
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    pooled: list[dict] = field(default_factory=list)
 
 
 def _unit_samples(spec: Spec, unit: Unit) -> int:
@@ -57,7 +67,7 @@ def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local"
              overrides: Sequence[str] = (), chunk_rows: int | None = None,
              progress: bool = True, on_unit: Callable[[UnitResult], None] | None = None,
              log: Callable[[str], None] | None = None, units: Sequence[str] | None = None,
-             ) -> RunResult:
+             fingerprints: Fingerprints | None = None, wait: bool = False) -> RunResult:
     r"""Run a study into a results folder, computing only the units that have no file yet.
 
     Args:
@@ -73,13 +83,19 @@ def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local"
         log: where messages go (default: ``tqdm.write``).
         units: ids of the units to run (default: all); the others are neither run nor counted
             as missing.
+        fingerprints: data and model fingerprints the units' rows depend on (a dict for every
+            unit, or a callable of the :class:`~guidelab.studies.units.Unit` returning one);
+            part of each unit's identity, so a file made with other fingerprints is
+            recomputed. Default: none.
+        wait: if another run holds the folder, wait for it (saying so) instead of refusing.
 
     Returns:
         A :class:`RunResult`.
 
     Raises:
         SpecError, SpecMismatchError, ValueError: bad spec, folder or backend, before any unit
-            runs.
+            runs; FolderBusyError (a ValueError): another run holds the folder.
+        StoreIOError: a file cannot be written or moved (an OSError naming it).
     """
     from tqdm.auto import tqdm
 
@@ -87,14 +103,32 @@ def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local"
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides)
     backend = get_backend(backend)
-    store = ResultStore(out)
-    store.open(spec)
+    store = ResultStore(out, fingerprints=fingerprints if fingerprints is not None else {})
+    with store.lock(wait=wait, log=log or tqdm.write):
+        store.open(spec, chunk_rows=chunk_rows)
+        return _run_open(spec, out, store, backend, chunk_rows=chunk_rows, progress=progress,
+                         on_unit=on_unit, log=log, units=units, started=started)
+
+
+def _run_open(spec: Spec, out: str | Path, store: ResultStore, backend: Any, *,
+              chunk_rows: int | None, progress: bool, on_unit, log, units,
+              started: float) -> RunResult:
+    """The body of :func:`run_spec`, under the folder's lock with the store open."""
+    from tqdm.auto import tqdm
+
     all_units = expand_units(spec)
     selected = all_units if units is None else [u for u in all_units if u.id in set(units)]
-    finished = store.finished()
+    finished = store.check(log=log or tqdm.write)  # files that fail are quarantined
     missing = [u for u in selected if u.id not in finished]
     skipped = [u.id for u in selected if u.id in finished]
     write = log or tqdm.write
+    # trained models and fitted judges: built (or loaded) once here, before any unit runs, so
+    # units on any backend only load them from the model store
+    settings = {json.dumps(spec_to_dict(s), sort_keys=True): s
+                for s in (unit_settings(spec, u) for u in missing)}
+    if any(needs_artifacts(s) for s in settings.values()):
+        write(f"{spec.name}: preparing trained models and judges (model store)")
+        prepare(list(settings.values()), progress=progress, log=write)
     unit_bar = tqdm(total=len(selected), initial=len(skipped), desc=spec.name, unit="unit",
                     disable=not progress, dynamic_ncols=True)
     # samples of the whole run: its time left is the run's (units differ in size)
@@ -122,6 +156,7 @@ def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local"
         unit_bar.close()
     order = [u.id for u in all_units if u.id in store.finished()]
     rows = store.read_rows(order)
-    csv = store.write_csv(rows, RESULT_COLUMNS)
+    pooled = pooled_rows(spec, rows)
+    csv = store.write_csv(rows + pooled, RESULT_COLUMNS)
     return RunResult(Path(out), spec, all_units, computed, skipped, rows, csv,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, pooled=pooled)

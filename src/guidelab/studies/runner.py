@@ -53,6 +53,7 @@ import torch
 
 from ..noise import RowNoise
 from .measures import METRICS, ChunkContext, UnitContext
+from .parts import study_parts
 from .spec import CLASS_KEY, IntervalStrengthSpec, Spec
 from .store import record_json
 from .units import REFERENCE_KEY, Unit, _thaw, make_unit, unit_settings
@@ -126,7 +127,7 @@ def _schedule_label(schedule) -> str:
         schedule).__name__
 
 
-def _sampler_call(settings: Spec, unit: Unit, distribution):
+def _sampler_call(settings: Spec, unit: Unit, parts):
     """(run(noise, x_init, w) -> SampleResult, sampler label, steps, schedule label)."""
     from ..guidance import ClassifierFreeGuidance, ClassifierGuidance
     from ..samplers import exact_reverse
@@ -138,7 +139,7 @@ def _sampler_call(settings: Spec, unit: Unit, distribution):
         schedule = make_schedule(settings.reference.schedule, settings.reference.steps)
 
         def run_reference(noise, x_init, w):
-            return exact_reverse(distribution, c, schedule, x_init, generator=noise)
+            return exact_reverse(parts.distribution, c, schedule, x_init, generator=noise)
 
         return run_reference, EXACT_SAMPLER, settings.reference.steps, _schedule_label(schedule)
     info = sampler_info(settings.sampler.name)
@@ -149,11 +150,11 @@ def _sampler_call(settings: Spec, unit: Unit, distribution):
 
     def run(noise, x_init, w):
         if guidance.rule == "classifier":
-            guided = ClassifierGuidance(distribution, distribution, c,
+            guided = ClassifierGuidance(parts.model, parts.classifier, c,
                                         strength=_strength(settings, w),
                                         allow_negative=guidance.allow_negative)
         else:
-            guided = ClassifierFreeGuidance(distribution, c, strength=_strength(settings, w),
+            guided = ClassifierFreeGuidance(parts.model, c, strength=_strength(settings, w),
                                             allow_negative=guidance.allow_negative)
         return info.fn(guided, schedule, x_init, generator=noise, **options)
 
@@ -227,20 +228,21 @@ def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) 
     from .._version import __version__
 
     start_time = time.perf_counter()
-    distribution = settings.distribution_object()
+    parts = study_parts(settings, log=log)
     device = torch.device(settings.device)
     dtype = settings.torch_dtype
     c = unit.c
-    shape = (distribution.dim,)
+    shape = parts.shape
     ws = settings.w
     trials = settings.trials
-    run, sampler_label, steps, schedule_label = _sampler_call(settings, unit, distribution)
+    run, sampler_label, steps, schedule_label = _sampler_call(settings, unit, parts)
     metrics = [METRICS[name] for name in settings.metrics]
-    contexts = {m.name: UnitContext(settings, distribution, c, unit.reference,
+    inv_prior = parts.inv_prior[c] if parts.inv_prior is not None else None
+    contexts = {m.name: UnitContext(settings, parts.distribution, c, unit.reference,
                                     m.parse_options(settings.metric_options.get(m.name)),
-                                    unit.id) for m in metrics}
+                                    unit.id, parts, inv_prior) for m in metrics}
     records: dict[tuple[str, float], Any] = {}
-    keep = settings.keep_samples if distribution.dim <= 2 else 0
+    keep = settings.keep_samples if math.prod(shape) <= 2 else 0
     kept: dict[float, list[torch.Tensor]] = {w: [] for w in ws}
     size = chunk_rows or settings.chunk_rows or default_chunk_rows(device, math.prod(shape))
     start = 0

@@ -63,16 +63,24 @@ class Unit:
         return dict(self.key)
 
 
+_TABLE = "__table__"
+"""First item of a frozen table (a swept value like ``model = [{kind = "exact"}, ...]``)."""
+
+
 def _freeze(value: Any) -> Any:
+    """A hashable form of a swept value: lists as tuples, tables as (_TABLE, sorted pairs)."""
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return (_TABLE, *sorted((k, _freeze(v)) for k, v in value.items()))
     return value
 
 
 def _thaw(value: Any) -> Any:
+    """The inverse of :func:`_freeze`."""
     if isinstance(value, tuple):
+        if value and value[0] == _TABLE:
+            return {k: _thaw(v) for k, v in value[1:]}
         return [_thaw(v) for v in value]
     return value
 
@@ -83,6 +91,9 @@ def _label(path: str, value: Any) -> str:
     if path == REFERENCE_KEY:
         return "ref"
     last = path.replace('"', "").split(".")[-1]
+    if isinstance(value, tuple) and value and value[0] == _TABLE:
+        kind = dict(value[1:]).get("kind") or dict(value[1:]).get("source")
+        return f"{last}-{kind}" if isinstance(kind, str) else last
     if isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -11,9 +11,17 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError, short
 from .paths import format_path
-from .schema import FAMILY_MODELS, STRENGTH_MODELS, GuidanceSpec, Spec
+from .schema import FAMILY_MODELS, STRENGTH_MODELS, Spec
+from .sections import SECTION_VARIANTS
 
 __all__ = ["from_validation_error", "describe_error"]
+
+
+_TAGGED = {"distribution": FAMILY_MODELS, "strength": STRENGTH_MODELS,
+           "data": SECTION_VARIANTS["data"], "model": SECTION_VARIANTS["model"],
+           "base": SECTION_VARIANTS["model"], "judge": SECTION_VARIANTS["judge"],
+           "classifier": SECTION_VARIANTS["classifier"]}
+"""Fields holding a discriminated union: field name -> tag -> settings model."""
 
 
 def _model_at(loc: Sequence, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
@@ -25,14 +33,11 @@ def _model_at(loc: Sequence, root: type[BaseModel] | None = None) -> type[BaseMo
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             return None
         annotation = model.model_fields[part].annotation
-        if part == "distribution" and model is Spec:
-            if i + 1 < len(loc) and loc[i + 1] in FAMILY_MODELS:
-                model, i = FAMILY_MODELS[loc[i + 1]], i + 2
-                continue
-            return None
-        if part == "strength" and model is GuidanceSpec:
-            if i + 1 < len(loc) and loc[i + 1] in STRENGTH_MODELS:
-                model, i = STRENGTH_MODELS[loc[i + 1]], i + 2
+        if part in _TAGGED and not (isinstance(annotation, type)
+                                    and issubclass(annotation, BaseModel)):
+            variants = _TAGGED[part]
+            if i + 1 < len(loc) and loc[i + 1] in variants:
+                model, i = variants[loc[i + 1]], i + 2
                 continue
             return None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -46,9 +51,7 @@ def _strip_tags(loc: Sequence) -> tuple:
     """Drop discriminated-union tags and validator names from a pydantic ``loc``."""
     out: list = []
     for i, part in enumerate(loc):
-        if i > 0 and loc[i - 1] == "distribution" and part in FAMILY_MODELS:
-            continue
-        if i > 0 and loc[i - 1] == "strength" and part in ("constant", "interval"):
+        if i > 0 and loc[i - 1] in _TAGGED and part in _TAGGED[loc[i - 1]]:
             continue
         if isinstance(part, str) and part.startswith("function-"):
             continue

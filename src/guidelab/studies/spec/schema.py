@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ...distributions import CATALOG, EmpiricalMixture, GaussianMixture, UniformBoxMixture
 from .errors import SpecError
+from .fields import Name, NumberArray, PositiveInt, Scalar, SpecModel
+from .sections import ClassifierSpec, DataSpec, ExactModelSpec, JudgeSpec, ModelSpec
 
 __all__ = ["Spec", "DistributionSpec", "GaussianMixtureSpec", "EmpiricalSpec", "UniformBoxSpec",
            "BuiltinDistributionSpec", "GuidanceSpec", "ConstantStrengthSpec",
            "IntervalStrengthSpec", "StrengthSpec", "SamplerSpec", "ReferenceSpec",
            "FAMILY_MODELS", "STRENGTH_MODELS", "W_KEY", "CLASS_KEY", "FORBIDDEN_SWEEP_KEYS",
-           "build_distribution", "NumberArray", "Scalar", "PositiveInt", "Name", "SpecModel"]
+           "build_distribution"]
 
 W_KEY = "w"
 """The coupled sweep axis: every w of a unit runs on the same noise."""
@@ -30,56 +31,6 @@ CLASS_KEY = "class"
 FORBIDDEN_SWEEP_KEYS = ("name", "description", "sweep", "device", "chunk_rows", "metrics",
                         "metric_options", "keep_samples", "reference")
 """Top-level keys that cannot be swept (they name the study or do not change its rows)."""
-
-
-def _number_array(value: Any) -> Any:
-    """Nested lists of numbers (not booleans), rectangular; returned as nested floats."""
-    def walk(item, depth):
-        if isinstance(item, bool) or isinstance(item, str) or item is None:
-            raise ValueError(f"expected numbers in nested lists, got {item!r}")
-        if isinstance(item, (int, float)):
-            if not math.isfinite(item):
-                raise ValueError(f"expected finite numbers, got {item!r}")
-            return float(item), ()
-        if isinstance(item, list):
-            if not item:
-                raise ValueError("expected a non-empty list")
-            parts = [walk(x, depth + 1) for x in item]
-            shapes = {shape for _, shape in parts}
-            if len(shapes) != 1:
-                raise ValueError("expected a rectangular array (rows of equal length)")
-            return [v for v, _ in parts], (len(item), *shapes.pop())
-        raise ValueError(f"expected numbers in nested lists, got {type(item).__name__}")
-
-    return walk(value, 0)[0]
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, list) and all(isinstance(v, (bool, int, float, str)) for v in value):
-        return value
-    raise ValueError(f"expected a number, a string, a boolean or a list of them, got "
-                     f"{type(value).__name__}")
-
-
-NumberArray = Annotated[Any, AfterValidator(_number_array)]
-
-
-Scalar = Annotated[Any, AfterValidator(_scalar)]
-
-
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-
-
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
-
-
-class SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class GaussianMixtureSpec(SpecModel):
@@ -153,6 +104,7 @@ class GuidanceSpec(SpecModel):
     rule: Literal["cfg", "classifier"] = "cfg"
     strength: StrengthSpec = ConstantStrengthSpec()
     allow_negative: bool = False
+    classifier: ClassifierSpec | None = None   # rule = "classifier": exact, else trained
 
 
 class SamplerSpec(SpecModel):
@@ -177,7 +129,10 @@ class Spec(SpecModel):
 
     name: Name
     description: str = ""
-    distribution: DistributionSpec
+    distribution: DistributionSpec | None = None
+    data: DataSpec | None = None
+    model: ModelSpec = ExactModelSpec()
+    judge: JudgeSpec | None = None
     guidance: GuidanceSpec = GuidanceSpec()
     sampler: SamplerSpec = SamplerSpec()
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]]
@@ -217,8 +172,9 @@ class Spec(SpecModel):
         return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
 
     def distribution_object(self):
-        """The distribution (built once per distinct parameter set and cached)."""
-        return build_distribution(self.distribution)
+        """The exact family of ``[distribution]`` (built once per distinct parameter set and
+        cached), or None when the spec has none."""
+        return None if self.distribution is None else build_distribution(self.distribution)
 
 
 @functools.lru_cache(maxsize=32)

@@ -9,6 +9,7 @@ import inspect
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,6 +22,24 @@ from .errors import SpecError, short
 from .paths import format_path, set_path, split_path
 from .render import from_validation_error
 from .schema import CLASS_KEY, FORBIDDEN_SWEEP_KEYS, W_KEY, IntervalStrengthSpec, SamplerSpec, Spec
+from .sections import (
+    CheckpointClassifierSpec,
+    CheckpointJudgeSpec,
+    CheckpointModelSpec,
+    DiffusersModelSpec,
+    DigitsDataSpec,
+    ExactClassifierSpec,
+    ExactJudgeSpec,
+    ExactModelSpec,
+    FamilyDataSpec,
+    FileDataSpec,
+    PerturbedModelSpec,
+    SwissRollDataSpec,
+    TorchvisionJudgeSpec,
+    TrainedClassifierSpec,
+    TrainedJudgeSpec,
+    TrainedModelSpec,
+)
 from .toml import drop_none
 
 __all__ = ["validate_spec", "unit_spec_data"]
@@ -128,10 +147,95 @@ def _check_unit_settings(spec: Spec) -> None:
             except ValueError as error:
                 raise SpecError("", "reference.steps", f"{schedule} schedule with steps = "
                                 f"{spec.reference.steps}: {error}") from None
+    _check_sections(spec, distribution)
     _check_metrics(spec, distribution)
 
 
-def _check_sweep_axes(spec: Spec, num_classes: int) -> dict[str, list]:
+def _exists(path: str, key: str, what: str = "file") -> None:
+    if not Path(path).exists():
+        raise SpecError("", key, f"no such {what}: {path}")
+
+
+def _check_part(spec: Spec, part: str, key: str) -> None:
+    if spec.data is None:
+        raise SpecError("", key, "needs a [data] section to learn from")
+    if part not in spec.data.parts:
+        raise SpecError("", key, f"unknown data part {part!r}; [data] has parts "
+                        f"{', '.join(spec.data.parts)}")
+
+
+def _check_sections(spec: Spec, distribution) -> None:
+    """What can be checked of [data], [model], [judge] and [guidance.classifier] without
+    building anything: the exact family they need exists, the data parts they name exist,
+    the files they read are there."""
+    if spec.data is not None:
+        total = sum(spec.data.parts.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise SpecError("", "data.parts", f"expected fractions summing to 1, got {total:g}")
+        if isinstance(spec.data, FamilyDataSpec) and distribution is None:
+            raise SpecError("", "data.source", "source 'family' draws from [distribution], "
+                            "which the spec does not have")
+        if isinstance(spec.data, FileDataSpec):
+            _exists(spec.data.path, "data.path", "file or folder")
+    model, path = spec.model, "model"
+    while isinstance(model, PerturbedModelSpec):
+        model, path = model.base, f"{path}.base"
+    if isinstance(model, ExactModelSpec) and distribution is None:
+        raise SpecError("", f"{path}.kind", "kind 'exact' (the default) samples "
+                        "[distribution], which the spec does not have")
+    if isinstance(model, TrainedModelSpec):
+        _check_part(spec, model.part, f"{path}.part")
+    if isinstance(model, CheckpointModelSpec | DiffusersModelSpec):
+        _exists(model.path, f"{path}.path", "file or folder")
+    judge = spec.judge
+    if (judge is None or isinstance(judge, ExactJudgeSpec)) and distribution is None:
+        raise SpecError("", "judge.kind", "kind 'exact' (the default) judges by the exact "
+                        "posterior of [distribution], which the spec does not have; name a "
+                        "judge in [judge]")
+    if isinstance(judge, TrainedJudgeSpec):
+        _check_part(spec, judge.part, "judge.part")
+    if isinstance(judge, CheckpointJudgeSpec):
+        _exists(judge.path, "judge.path")
+    if isinstance(judge, TorchvisionJudgeSpec):
+        _exists(judge.weights, "judge.weights")
+    classifier = spec.guidance.classifier
+    if spec.guidance.rule != "classifier":
+        return  # a [guidance.classifier] serves the units of a swept rule = "classifier"
+    if classifier is None:
+        classifier = ExactClassifierSpec() if isinstance(spec.model, ExactModelSpec) \
+            else TrainedClassifierSpec(kind="trained")
+    if isinstance(classifier, ExactClassifierSpec) and distribution is None:
+        raise SpecError("", "guidance.classifier.kind", "kind 'exact' needs [distribution]")
+    if isinstance(classifier, TrainedClassifierSpec):
+        _check_part(spec, classifier.part, "guidance.classifier.part")
+    if isinstance(classifier, CheckpointClassifierSpec):
+        _exists(classifier.path, "guidance.classifier.path")
+
+
+def _num_classes(spec: Spec, distribution) -> int | None:
+    """The number of classes the spec's parts know of, or None (then sweep.class is needed)."""
+    if distribution is not None:
+        return distribution.num_classes
+    data = spec.data
+    if isinstance(data, DigitsDataSpec):
+        return 10
+    if isinstance(data, SwissRollDataSpec):
+        return data.classes
+    if isinstance(data, FileDataSpec):
+        from ...data import load_file
+
+        try:
+            return load_file(data.path, x_key=data.x_key, label_key=data.label_key).num_classes
+        except (ValueError, OSError) as error:
+            raise SpecError("", "data.path", str(error)) from None
+    model = spec.model
+    while isinstance(model, PerturbedModelSpec):
+        model = model.base
+    known = getattr(model, "num_classes", None) or getattr(spec.judge, "num_classes", None)
+    return int(known) if known else None
+
+
+def _check_sweep_axes(spec: Spec, num_classes: int | None) -> dict[str, list]:
     """The w and class axes; returns the sweep with class filled in."""
     sweep = dict(spec.sweep)
     if W_KEY not in sweep:
@@ -151,11 +255,16 @@ def _check_sweep_axes(spec: Spec, num_classes: int) -> dict[str, list]:
         raise SpecError("", "sweep.w", f"w = {negative[0]:g} < 0 guides away from the class; "
                         f"set guidance.allow_negative = true to run it")
     sweep[W_KEY] = values
-    classes = sweep.get(CLASS_KEY, list(range(num_classes)))
+    if num_classes is None and CLASS_KEY not in sweep:
+        raise SpecError("", "sweep.class", "missing: list the classes to sample (neither "
+                        "[distribution], [data] nor the model says how many there are)")
+    classes = sweep.get(CLASS_KEY, list(range(num_classes or 0)))
     for i, c in enumerate(classes):
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < num_classes:
+        if isinstance(c, bool) or not isinstance(c, int) or c < 0 or (
+                num_classes is not None and c >= num_classes):
+            known = f"classes 0..{num_classes - 1}" if num_classes else "classes from 0"
             raise SpecError("", f"sweep.class[{i}]", f"unknown class {short(c)}; the "
-                            f"distribution has classes 0..{num_classes - 1}")
+                            f"study has {known}")
     if len(set(classes)) != len(classes):
         raise SpecError("", "sweep.class", f"expected distinct classes, got {classes}")
     sweep[CLASS_KEY] = list(classes)
@@ -261,14 +370,15 @@ def _validate(data: dict, source: str) -> Spec:
                 raise _sweep_key_error(key, i, error) from None
         if len({json.dumps(v, sort_keys=True) for v in spec.sweep[key]}) != len(spec.sweep[key]):
             raise SpecError("", format_path(("sweep", key)), "expected distinct values")
-    distribution = base_spec.distribution_object()
     # classes must exist in every swept distribution: check against the smallest
-    num_classes = distribution.num_classes
+    num_classes = _num_classes(base_spec, base_spec.distribution_object())
     for key in swept_keys:
-        if key.startswith("distribution"):
+        if key.startswith(("distribution", "data", "model", "judge")):
             for value in spec.sweep[key]:
                 unit = _validate_structure(unit_spec_data(data, [(key, value)]), source)
-                num_classes = min(num_classes, unit.distribution_object().num_classes)
+                known = _num_classes(unit, unit.distribution_object())
+                if known is not None:
+                    num_classes = known if num_classes is None else min(num_classes, known)
     sweep = _check_sweep_axes(spec, num_classes)
     resolved = spec.model_dump()
     resolved["sweep"] = {W_KEY: spec.w, CLASS_KEY: sweep[CLASS_KEY],
