@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -375,33 +373,3 @@ def test_bad_inputs_raise_value_error_naming_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=f"^{name}:"):
         summarize_class_probability(arguments.pop("log_posterior"), arguments.pop("c"),
                                     **arguments)
-
-
-# ---------------------------------------------------------------------------------------------
-# tails: library fallbacks
-
-
-def test_pareto_khat_without_any_backend_raises_import_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "arviz_stats.base", None)
-    monkeypatch.setitem(sys.modules, "arviz", None)
-    with pytest.raises(ImportError, match="arviz"):
-        pareto_khat(np.arange(1.0, 101.0))
-
-
-def test_pareto_khat_falls_back_to_arviz_psislw(monkeypatch):
-    # Python 3.10 path: arviz.psislw(log_weights, reff) -> (log_weights, khat). A stand-in
-    # records its arguments: the log of the (rescaled) terms, with reff = 1.
-    calls = []
-
-    def psislw(log_weights, reff=1.0):
-        calls.append((np.array(log_weights), reff))
-        return log_weights, np.array(0.25)
-
-    monkeypatch.setitem(sys.modules, "arviz_stats.base", None)
-    monkeypatch.setitem(sys.modules, "arviz", types.SimpleNamespace(psislw=psislw))
-    terms = np.random.default_rng(0).exponential(size=200) + 1.0  # [200]
-    assert pareto_khat(terms) == 0.25
-    (log_weights, reff), = calls
-    assert reff == 1.0
-    # The terms reach psislw up to one positive factor: log differences are preserved.
-    assert np.allclose(np.diff(log_weights), np.diff(np.log(terms)), atol=1e-12)

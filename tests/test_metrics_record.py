@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -130,19 +128,15 @@ def test_khat_of_largest_rejects_too_few_terms():
     assert pareto_khat_of_largest(np.ones(95), 1000) == -math.inf
 
 
-def test_khat_of_largest_needs_arviz_stats_for_partial_terms(monkeypatch):
-    monkeypatch.setitem(sys.modules, "arviz_stats.base", None)
-    monkeypatch.setitem(sys.modules, "arviz", types.SimpleNamespace(
-        psislw=lambda log_weights, reff=1.0: (log_weights, np.array(0.25))))
-    terms = np.arange(1.0, 1001.0)  # [1000]
-    assert pareto_khat_of_largest(terms, 1000) == 0.25  # all terms: pareto_khat's fallback
-    with pytest.raises(ImportError, match="arviz-stats"):
-        pareto_khat_of_largest(terms[-200:], 1000)
-    # A record that kept only part of the terms reports k-hat NaN with the reason.
+def test_khat_of_largest_from_a_partial_record_is_the_khat_of_all_terms():
+    # A record that keeps M + 1 of n terms reports the k-hat of all n terms, with no warning
+    # about the terms it kept.
     log_p = heavy_log_posterior(2000, seed=1)  # [2000, 2]
-    summary = ClassProbabilityRecord.from_log_posterior(log_p, 0, keep_top=200).summary()
-    assert math.isnan(summary.pareto_khat) and not summary.q_reliable
-    assert any("arviz-stats" in w for w in summary.warnings)
+    needed = psis_tail_size(2000) + 1  # 135
+    q = np.exp(-log_p[:, 0].numpy())  # [2000]
+    summary = ClassProbabilityRecord.from_log_posterior(log_p, 0, keep_top=needed).summary()
+    assert summary.pareto_khat == pytest.approx(pareto_khat(q), rel=1e-9)
+    assert not any("k-hat" in w and "keep_top" in w for w in summary.warnings)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,3 +173,19 @@ def test_only_guidelab_networks_are_saved(tmp_path):
     with pytest.raises(ValueError, match="^data, schedule, extra"):
         save(MLPDenoiser(2, 2, hidden=4, depth=1), tmp_path / "y.safetensors",
              extra={"bad": object()})
+
+
+def test_non_finite_header_values_are_stored_as_null(tmp_path):
+    # The header is strict JSON (no NaN / Infinity words): a strict parser reads it.
+    path = save(MLPDenoiser(2, 2, hidden=4, depth=1), tmp_path / "z.safetensors",
+                extra={"loss": float("nan"), "curve": [1.0, float("inf")]})
+    blob = path.read_bytes()
+    (size,) = struct.unpack("<Q", blob[:8])
+    text = json.loads(blob[8:8 + size])["__metadata__"]["guidelab"]
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    assert json.loads(text, parse_constant=refuse)["extra"] == {"loss": None, "curve": [1.0, None]}
+    assert read_header(path)["extra"] == {"loss": None, "curve": [1.0, None]}
+    load(path)

@@ -181,10 +181,12 @@ def test_load_diffusers_reads_local_files(tmp_path):
         load_diffusers(tmp_path / "nowhere", null_class=4)
 
 
-def test_missing_diffusers_is_a_clear_import_error(monkeypatch):
+def test_missing_diffusers_is_a_one_line_error_naming_the_setup_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
-    with pytest.raises(ImportError, match=r"pip install 'guidelab\[diffusers\]'"):
+    with pytest.raises(ValueError, match=r"^load_diffusers needs diffusers: .*"
+                                         r"`bash scripts/setup\.sh diffusers`") as caught:
         require_diffusers()
+    assert "\n" not in str(caught.value)
 
 
 def test_classifier_from_callable():

@@ -11,18 +11,40 @@ exist: E[X^r] < inf iff k < 1/r. So k < 1/2 means a finite variance (the central
 and a normal interval apply), 1/2 <= k < 1 a finite mean but infinite variance (the mean
 converges, slowly), k >= 1 no mean at all. Pareto-smoothed importance sampling (Vehtari,
 Simpson, Gelman, Yao & Gabry, "Pareto Smoothed Importance Sampling", JMLR 2024) fits the GPD to
-the M = floor(3 sqrt(n)) largest of n terms (M = floor(n / 5) when n <= 225) with the
-Zhang-Stephens empirical-Bayes estimator, shrunk by a weak prior towards 0.5 with weight 10/(M+10),
-and reports the shape as k-hat. The fit sees only n (through M) and the M + 1 largest terms (the
-M excesses over the next largest one), so :func:`pareto_khat_of_largest` gives the same k-hat
-from those terms alone: streamed samples need to keep only their largest terms. Their
-sample-size-dependent threshold
+the M = floor(3 sqrt(n)) largest of n terms (M = floor(n / 5) when n <= 225), as excesses
+z_i = x_(i) - x_(M+1) over the next largest one, and reports the shape as k-hat. The fit sees
+only n (through M) and the M + 1 largest terms, so :func:`pareto_khat_of_largest` gives the
+same k-hat from those terms alone: streamed samples need to keep only their largest terms.
+
+**The fit** (:func:`gpd_fit`) is the empirical-Bayes estimator of Zhang & Stephens (2009,
+Technometrics 51:316) with the weakly informative prior of PSIS. Write b = -k / sigma; for a
+fixed b the likelihood of z_1 <= ... <= z_M is maximised by
+
+    k(b) = (1/M) sum_i log(1 - b z_i),      sigma(b) = -k(b) / b,
+
+and the profile log-likelihood is l(b) = M (log(-b / k(b)) - k(b) - 1). The posterior mean of
+b is taken over the m = 30 + floor(sqrt(M)) points
+
+    b_j = 1 / z_(M) + (1 - sqrt(m / (j - 1/2))) / (3 z_(q)),   j = 1..m,  q = floor(M/4 + 1/2),
+
+(the quantiles of Zhang & Stephens' prior on b, which is centred on the first quartile z_(q)
+and keeps every 1 - b_j z_i > 0), with weights w_j proportional to exp(l(b_j)). They are
+computed from l(b_j) + M log z_(M) = M (log(-b_j z_(M) / k(b_j)) - k(b_j) - 1), which does not
+depend on the scale of the data, so they lose no precision at any scale. Weights below 10 eps
+(eps the float64 machine epsilon) are dropped and the rest renormalised: b-hat = sum_j w_j b_j.
+Then k_ZS = k(b-hat), sigma-hat = -k_ZS / b-hat, and PSIS shrinks the shape towards 1/2 with
+the weight of 10 pseudo-observations (Vehtari et al. 2024, appendix):
+
+    k-hat = (M k_ZS + 10 * 0.5) / (M + 10).
+
+This is the computation of arviz-stats (0.8, ``pareto_khat`` with r_eff = 1 and the right
+tail), carried here so that no private API is called; the tests compare the two to 1e-10.
+The sample-size-dependent threshold of Vehtari et al.
 
     k_threshold(n) = min(1 - 1 / log10(n), 0.7)
 
 is where the plain mean stops being reliable: beyond it the error of the mean does not shrink
-at a practical rate even if the mean exists. We call the fit in arviz-stats (or, on Python 3.10,
-``arviz.psislw``) rather than reimplementing it.
+at a practical rate even if the mean exists.
 
 **Top share.** The share of the sum held by the largest m = max(1, ceil(fraction n)) terms,
 
@@ -38,10 +60,12 @@ import math
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
 __all__ = [
     "KHAT_METHOD",
     "KHAT_MIN_TERMS",
+    "gpd_fit",
     "pareto_khat",
     "pareto_khat_of_largest",
     "psis_tail_size",
@@ -49,7 +73,7 @@ __all__ = [
     "top_share",
 ]
 
-KHAT_METHOD = "PSIS Pareto k-hat (Vehtari et al. 2024), arviz-stats (ArviZ psislw on Python 3.10)"
+KHAT_METHOD = "PSIS Pareto k-hat (Vehtari et al. 2024), Zhang-Stephens GPD fit, prior k = 0.5"
 """The name of the tail diagnostic, written next to every k-hat we report."""
 
 KHAT_MIN_TERMS = 25
@@ -84,7 +108,7 @@ def _terms_as_numpy(terms, name: str = "terms") -> np.ndarray:
 
 
 def psis_tail_size(n: int) -> int:
-    """M, the number of largest terms the PSIS fit uses for n terms (arviz-stats, r_eff = 1).
+    """M, the number of largest terms the PSIS fit uses for n terms (r_eff = 1).
 
     M = floor(3 sqrt(n)) for n > 225, floor(n / 5) otherwise (Vehtari et al. 2024). The fit also
     reads the next largest term, so it depends on the M + 1 largest terms and on n only.
@@ -97,50 +121,106 @@ def psis_tail_size(n: int) -> int:
     return int(math.floor(3 * math.sqrt(n))) if n > 225 else int(n) // 5
 
 
-def _khat_arviz_stats(terms: np.ndarray) -> float:
-    from arviz_stats.base import array_stats
+def _gpd_fit_sorted(z: np.ndarray) -> tuple[float, float]:
+    """(k-hat, sigma-hat) of the PSIS GPD fit to ascending excesses ``z`` [M] (module docstring).
 
-    return float(array_stats.pareto_khat(terms[None, :], r_eff=1.0, tail="right"))
+    No checks: the caller passes M >= 5 finite ascending excesses >= 0 with z_(q) > 0, and sets
+    ``np.errstate`` to decide what an overflow or an invalid operation does.
+    """
+    prior_weight, prior_k, prior_scale = 10, 0.5, 3  # pseudo-observations at k = 1/2; 3 z_(q)
+    m_tail = z.shape[0]
+    m_grid = 30 + int(m_tail ** 0.5)
+    j = np.arange(1, m_grid + 1, dtype=float)  # [m]
+    quartile = z[int(m_tail / 4 + 0.5) - 1]  # z_(q), q = floor(M/4 + 1/2), 1-based
+    b = (1 - np.sqrt(m_grid / (j - 0.5))) / (prior_scale * quartile) + 1 / z[-1]  # [m]
+    k = np.mean(np.log1p(-b[:, None] * z), axis=1)  # [m]: k(b_j)
+    # l(b_j) up to the constant M log z_(M), which the normalisation removes: b z_(M) does not
+    # depend on the scale of z, so the weights keep their precision at any scale.
+    profile = m_tail * (np.log(-b * z[-1] / k) - k - 1)  # [m]: l(b_j) + M log z_(M)
+    weights = np.exp(profile - logsumexp(profile))  # [m]
+    keep = weights >= 10 * np.finfo(float).eps
+    if not keep.all():
+        weights, b = weights[keep], b[keep]
+    weights = weights / weights.sum()
+    b_hat = np.sum(b * weights)
+    k_zs = np.mean(np.log1p(-b_hat * z))
+    sigma = -k_zs / b_hat
+    k_hat = (m_tail * k_zs + prior_weight * prior_k) / (m_tail + prior_weight)
+    return float(k_hat), float(sigma)
 
 
-def _khat_arviz(terms: np.ndarray) -> float:
-    import arviz
+def gpd_fit(excesses: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    r"""Fit GPD(k, sigma) to excesses over a threshold as PSIS does; return (k-hat, sigma-hat).
 
-    with np.errstate(divide="ignore"):
-        _, khat = arviz.psislw(np.log(terms), reff=1.0)
-    return float(np.asarray(khat))
+    The Zhang & Stephens (2009) empirical-Bayes estimate of b = -k / sigma (the posterior mean
+    over their grid of m = 30 + floor(sqrt(M)) values, weighted by the profile likelihood),
+    k_ZS = (1/M) sum_i log(1 - b-hat z_i), sigma-hat = -k_ZS / b-hat, and the shape shrunk
+    towards 1/2 by PSIS's weak prior: k-hat = (M k_ZS + 5) / (M + 10) (module docstring).
+    sigma-hat is that of the unshrunk k_ZS, as in PSIS. :func:`pareto_khat` applies this to the
+    M largest of n terms minus the next largest one.
+
+    Args:
+        excesses: the excesses z_i >= 0 over the threshold, shape (M,), M >= 5, in any order,
+            finite, a numpy array or a torch tensor; their first quartile z_(q),
+            q = floor(M/4 + 1/2), must be positive.
+
+    Returns:
+        (k-hat, sigma-hat) as floats; (NaN, NaN) if the fit overflows or divides by zero.
+
+    Example:
+        >>> z = np.random.default_rng(1).pareto(2.0, size=4000)  # GPD(k = 1/2, sigma = 1/2)
+        >>> k, sigma = gpd_fit(z)
+        >>> round(k, 1), round(sigma, 1)
+        (0.5, 0.5)
+    """
+    z = _terms_as_numpy(excesses, "excesses")  # [M]
+    m_tail = z.shape[0]
+    if m_tail < 5:
+        raise ValueError(f"excesses: expected at least 5 values, got {m_tail}")
+    if not np.isfinite(z).all():
+        raise ValueError("excesses: expected finite values, found +inf")
+    z = np.sort(z)  # [M] ascending
+    if not z[int(m_tail / 4 + 0.5) - 1] > 0:
+        raise ValueError(f"excesses: expected a positive first quartile (the "
+                         f"{int(m_tail / 4 + 0.5)}-th smallest of {m_tail}), got 0")
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        try:
+            return _gpd_fit_sorted(z)
+        except (FloatingPointError, ZeroDivisionError):
+            return math.nan, math.nan
 
 
-def _khat_backend():
-    """The k-hat fit of arviz-stats (Python >= 3.11) or, failing that, of ArviZ."""
-    try:
-        import arviz_stats.base  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        return _khat_arviz_stats
-    try:
-        import arviz  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        if hasattr(arviz, "psislw"):
-            return _khat_arviz
-    raise ImportError(
-        "pareto_khat needs arviz-stats (Python >= 3.11: pip install arviz-stats) or ArviZ "
-        "(Python 3.10: pip install 'arviz<1'); neither could be imported"
-    )
+def _khat_of_top(top: np.ndarray) -> float:
+    """k-hat from the M + 1 largest terms ``top`` [M + 1], ascending, finite, largest > 0.
+
+    Scales them by the power of two that brings the largest to [2^899, 2^900) (exact, and
+    k-hat is scale invariant), so that neither tiny nor huge inputs lose their tail to underflow
+    or overflow, then fits the M excesses over top[0].
+    """
+    top = np.ldexp(top, 900 - int(np.frexp(top[-1])[1]))  # [M + 1]
+    cutoff, tail = top[0], top[1:]  # the (M + 1)-th largest; the M largest, ascending
+    if tail[-1] - tail[0] < np.finfo(float).tiny:
+        return -math.inf  # a point mass at the maximum: no tail at all
+    # An overflow or invalid operation inside the fit (tail terms spanning more than the float64
+    # range, a first quartile equal to the cutoff) would silently give a meaningless k-hat: make
+    # it raise, and report NaN.
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        try:
+            return _gpd_fit_sorted(tail - cutoff)[0]  # [M] excesses, ascending
+        except (FloatingPointError, ZeroDivisionError):
+            return math.nan
 
 
 def pareto_khat(terms: np.ndarray | torch.Tensor) -> float:
     r"""Pareto k-hat of the right tail of non-negative terms (PSIS, Vehtari et al. 2024).
 
-    Fits a generalized Pareto distribution GPD(k, sigma) to the excesses of the
-    M = floor(3 sqrt(n)) largest terms (floor(n / 5) for n <= 225) over the next largest one, and
-    returns the shape estimate k-hat. Moments E[X^r] exist for r < 1/k: k-hat < 0.5 suggests a
-    finite variance, k-hat >= 1 an infinite mean; compare with :func:`khat_threshold`. The shape
-    is scale invariant, so the terms may be given up to a positive factor (e.g. exp(l - max l)
-    for log terms l, which never overflows); only the M + 1 largest terms enter the fit.
+    Fits a generalized Pareto distribution GPD(k, sigma) (:func:`gpd_fit`) to the excesses of
+    the M = floor(3 sqrt(n)) largest terms (floor(n / 5) for n <= 225) over the next largest
+    one, and returns the shape estimate k-hat. Moments E[X^r] exist for r < 1/k: k-hat < 0.5
+    suggests a finite variance, k-hat >= 1 an infinite mean; compare with
+    :func:`khat_threshold`. The shape is scale invariant, so the terms may be given up to a
+    positive factor (e.g. exp(l - max l) for log terms l, which never overflows); only the
+    M + 1 largest terms enter the fit.
 
     Args:
         terms: the terms x_i >= 0, with shape (n,), a numpy array or a torch tensor. NaN or
@@ -152,8 +232,10 @@ def pareto_khat(terms: np.ndarray | torch.Tensor) -> float:
         or if the fit fails numerically; ``-inf`` if the M largest terms are all equal (a point
         mass at the maximum: no tail at all, e.g. every p(c|Y) equal to 1).
 
-    Raises:
-        ImportError: if neither arviz-stats nor ArviZ is installed.
+    Example:
+        >>> x = np.random.default_rng(2).pareto(1 / 0.8, size=100_000) + 1.0  # k = 0.8
+        >>> round(pareto_khat(x), 1)
+        0.8
     """
     x = _terms_as_numpy(terms)  # [n]
     n = x.shape[0]
@@ -161,44 +243,11 @@ def pareto_khat(terms: np.ndarray | torch.Tensor) -> float:
         return math.inf
     if n < KHAT_MIN_TERMS:
         return math.nan
-    backend = _khat_backend()
-    largest = x.max()
-    if largest <= 0:
+    if x.max() <= 0:
         return -math.inf
-    # k-hat is unchanged by the scale: multiply by the power of two that brings the largest term
-    # to [2^899, 2^900), exactly, so that neither tiny nor huge inputs lose their tail to
-    # underflow, and sums of up to 2^120 terms stay finite.
-    x = np.ldexp(x, 900 - int(np.frexp(largest)[1]))  # [n]
-    tail = np.partition(x, n - psis_tail_size(n))[n - psis_tail_size(n):]  # [M]
-    if tail.max() - tail.min() < np.finfo(float).tiny:
-        return -math.inf
-    # An overflow or invalid operation inside the fit (tail terms spanning more than the float64
-    # range) would silently give a meaningless k-hat: make it raise, and report NaN.
-    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
-        try:
-            khat = backend(x)
-        except (ValueError, FloatingPointError, ZeroDivisionError):
-            return math.nan
-    return khat
-
-
-def _gpd_shape_arviz_stats(excesses: np.ndarray) -> float:
-    """Shape of the arviz-stats GPD fit (the one its pareto_khat makes) to sorted excesses."""
-    from arviz_stats.base import array_stats
-
-    return float(array_stats._gpdfit(excesses)[0])
-
-
-def _gpd_shape_backend():
-    """The GPD fit that pareto_khat's arviz-stats backend applies to the tail excesses."""
-    try:
-        import arviz_stats.base  # noqa: F401
-    except ImportError as error:
-        raise ImportError(
-            "pareto_khat_of_largest: fitting the largest terms of a longer sample needs "
-            "arviz-stats (Python >= 3.11: pip install arviz-stats); ArviZ's psislw, the Python "
-            "3.10 fallback, takes whole samples only") from error
-    return _gpd_shape_arviz_stats
+    tail = psis_tail_size(n)
+    top = np.sort(np.partition(x, n - tail - 1)[n - tail - 1:])  # [M + 1] ascending
+    return _khat_of_top(top)
 
 
 def pareto_khat_of_largest(largest: np.ndarray | torch.Tensor, n: int, *,
@@ -228,7 +277,6 @@ def pareto_khat_of_largest(largest: np.ndarray | torch.Tensor, n: int, *,
 
     Raises:
         ValueError: if ``largest`` holds fewer terms than the fit needs.
-        ImportError: if arviz-stats is missing and ``largest`` does not hold all n terms.
 
     Example:
         >>> x = np.random.default_rng(0).pareto(1.5, size=10_000) + 1.0
@@ -242,8 +290,6 @@ def pareto_khat_of_largest(largest: np.ndarray | torch.Tensor, n: int, *,
         raise ValueError(f"n: expected an int >= the number of terms given ({m}), got {n!r}")
     n = int(n)
     if tail_size is None:
-        if m == n:
-            return pareto_khat(x)
         tail = psis_tail_size(n)
     else:
         if isinstance(tail_size, bool) or not isinstance(tail_size, (int, np.integer)) \
@@ -257,22 +303,10 @@ def pareto_khat_of_largest(largest: np.ndarray | torch.Tensor, n: int, *,
         return math.inf
     if n < KHAT_MIN_TERMS or tail < 5:
         return math.nan
-    fit = _gpd_shape_backend()
-    top_value = x.max()
-    if top_value <= 0:
+    if x.max() <= 0:
         return -math.inf
-    # The same exact power-of-two rescaling as pareto_khat, so both fits see identical numbers.
-    x = np.ldexp(x, 900 - int(np.frexp(top_value)[1]))  # [m]
     top = np.sort(np.partition(x, m - tail - 1)[m - tail - 1:])  # [M + 1] ascending
-    cutoff, excess_of = top[0], top[1:]  # the (M + 1)-th largest; the M largest
-    if excess_of.max() - excess_of.min() < np.finfo(float).tiny:
-        return -math.inf
-    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
-        try:
-            khat = fit(excess_of - cutoff)  # [M] excesses, ascending
-        except (ValueError, FloatingPointError, ZeroDivisionError):
-            return math.nan
-    return khat
+    return _khat_of_top(top)
 
 
 def khat_threshold(n: int) -> float:

@@ -37,6 +37,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from .. import _json
 from .learned import LearnedClassifier, LearnedScoreModel
 from .networks import ARCHITECTURES
 
@@ -73,6 +74,9 @@ def save(model, path, *, data: Any = None, schedule: Any = None,
          extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` as a safetensors checkpoint with a guidelab header.
 
+    The header is strict JSON: a non-finite float in it (a diverged loss in the training record,
+    say) is written as ``null``.
+
     Args:
         model: a guidelab network (:class:`~guidelab.models.MLPDenoiser`,
             :class:`~guidelab.models.ConvDenoiser`, :class:`~guidelab.models.NoisyClassifier`)
@@ -99,7 +103,7 @@ def save(model, path, *, data: Any = None, schedule: Any = None,
         noise = {"distribution": config.get("noise_distribution"),
                  "range": config["noise_range"]}
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
-    from .. import __version__
+    from .._version import __version__
 
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -115,7 +119,7 @@ def save(model, path, *, data: Any = None, schedule: Any = None,
         "sha256": _digest(tensors),
     }
     try:
-        text = json.dumps(header, sort_keys=True, allow_nan=False)
+        text = _json.dumps(header, sort_keys=True)  # NaN and infinities (a loss) -> null
     except (TypeError, ValueError) as error:
         raise ValueError(f"data, schedule, extra: expected JSON-able values ({error})") from None
     blob = save_safetensors(tensors, metadata={METADATA_KEY: text})

@@ -36,10 +36,11 @@ classifier in one line.
 
 The network is called as ``unet(sample, timestep=t, class_labels=labels)`` (keywords, which
 ``UNet2DModel`` and ``DiTTransformer2DModel`` both accept) and may return a tensor or an object
-with ``.sample``. diffusers is an optional extra (``pip install 'guidelab[diffusers]'``):
+with ``.sample``. diffusers is an optional extra (``bash scripts/setup.sh diffusers``):
 :func:`from_diffusers` never imports it (it wraps any such callable and any object with
 ``betas`` / ``alphas_cumprod``); :func:`load_diffusers`, which reads local weights with
-diffusers' own loaders, imports it lazily and says how to install it if it is missing.
+diffusers' own loaders, imports it lazily; if it is missing, that is a one-line ValueError
+naming the setup command.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._optional import require
 from ..schedules import DiscreteSchedule
 from .conversions import expand_level, score_from_prediction
 from .learned import check_finite_output, class_labels, levels_as_rows
@@ -64,13 +66,9 @@ BETWEEN = ("interpolate", "nearest")
 
 
 def require_diffusers():
-    """Import diffusers or raise ImportError saying how to install it."""
-    try:
-        import diffusers
-    except ImportError as error:
-        raise ImportError("guidelab.models.from_diffusers needs the optional dependency "
-                          "diffusers: pip install 'guidelab[diffusers]'") from error
-    return diffusers
+    """The diffusers module; a ValueError naming ``bash scripts/setup.sh diffusers`` if it is
+    missing or fails to import (:func:`guidelab._optional.require`)."""
+    return require("diffusers", "diffusers", "load_diffusers")
 
 
 def _placement(module, dtype, device) -> tuple[torch.device | None, torch.dtype | None]:
