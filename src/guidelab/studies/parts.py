@@ -126,6 +126,35 @@ def _judge_function(judge) -> Callable[[torch.Tensor], torch.Tensor]:
     return log_posterior
 
 
+def _vae_decoder(section: DiffusersModelSpec, settings: Spec) -> Callable | None:
+    """``decode(z [n, c, h, w]) -> images [n, 3, H, W]`` in [-1, 1] of a local AutoencoderKL:
+    vae.decode(z / scaling_factor).sample, clamped; non-finite latents give NaN images."""
+    if section.vae is None:
+        return None
+    from ..models.external import require_diffusers
+
+    diffusers = require_diffusers()
+    try:
+        vae = diffusers.AutoencoderKL.from_pretrained(
+            section.vae, subfolder=section.vae_subfolder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise SpecError("", "model.vae", f"cannot load an AutoencoderKL from {section.vae}: "
+                        f"{' '.join(str(error).split())[:300]}") from None
+    vae = vae.to(settings.device).eval()
+    scaling = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+    dtype = next(vae.parameters()).dtype
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        finite = torch.isfinite(z.flatten(1)).all(dim=1)  # [n]
+        with torch.no_grad():
+            images = vae.decode(torch.where(finite[:, None, None, None], z, 0.0).to(dtype)
+                                / scaling).sample  # [n, 3, H, W]
+        images = images.clamp(-1.0, 1.0).to(z.dtype)
+        return torch.where(finite[:, None, None, None], images, torch.nan)
+
+    return decode
+
+
 def _json(model) -> str:
     return json.dumps(model.model_dump() if model is not None else None, sort_keys=True)
 
@@ -328,7 +357,8 @@ def _build_model(section, settings: Spec, split, store, progress, log, path="mod
                                           dtype=settings.torch_dtype, device=settings.device)
         except (ValueError, OSError) as error:
             raise SpecError("", f"{path}.path", str(error)) from None
-        return model, None, f"diffusers:{Path(section.path).resolve()}"
+        vae = f":vae={Path(section.vae).resolve()}" if section.vae else ""
+        return model, None, f"diffusers:{Path(section.path).resolve()}{vae}"
     if isinstance(section, PythonModelSpec):
         model = _python_object(section.factory, section.options, f"{path}.factory")
         if not callable(getattr(model, "score", None)):
@@ -472,6 +502,15 @@ def study_parts(settings: Spec, *, store: ModelStore | None = None, progress: bo
     classifier, classifier_info, classifier_fingerprint = _build_classifier(
         settings, model, split, store, progress, log)
     shape, num_classes = _shape_and_classes(settings, model, split, judge)
+    base = settings.model
+    while isinstance(base, PerturbedModelSpec):
+        base = base.base
+    decode = _vae_decoder(base, settings) if isinstance(base, DiffusersModelSpec) else None
+    if decode is not None:
+        judge_of_images = judge_fn
+
+        def judge_fn(samples: torch.Tensor) -> torch.Tensor:  # noqa: F811 (judged decoded)
+            return judge_of_images(decode(samples))
     distribution = settings.distribution_object()
     inv_prior = ([float(1.0 / p) for p in distribution.class_prior.tolist()]
                  if distribution is not None else None)

@@ -60,7 +60,7 @@ from .units import REFERENCE_KEY, Unit, _thaw, make_unit, unit_settings
 
 __all__ = ["UnitResult", "run_unit", "default_chunk_rows",
            "RESULT_COLUMNS", "EXACT_SAMPLER", "PROVENANCE_COLUMNS", "NOISE_TAPE_BYTES",
-           "UNIT_CPU_THREADS"]
+           "UNIT_CPU_THREADS", "IMAGE_KEEP_SAMPLES"]
 
 RESULT_COLUMNS = ["class", "w", "n", "q_mean", "q_low", "q_high", "q_top_share", "p_mean",
                   "accuracy", "frac_p_decreased", "inv_prior", "sampler", "steps", "q_se",
@@ -242,7 +242,8 @@ def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) 
                                     m.parse_options(settings.metric_options.get(m.name)),
                                     unit.id, parts, inv_prior) for m in metrics}
     records: dict[tuple[str, float], Any] = {}
-    keep = settings.keep_samples if math.prod(shape) <= 2 else 0
+    keep = settings.keep_samples if math.prod(shape) <= 2 else min(settings.keep_samples,
+                                                                   IMAGE_KEEP_SAMPLES)
     kept: dict[float, list[torch.Tensor]] = {w: [] for w in ws}
     size = chunk_rows or settings.chunk_rows or default_chunk_rows(device, math.prod(shape))
     start = 0
@@ -303,6 +304,10 @@ def _plain(value: Any) -> Any:
         return json.dumps(_thaw(value))
     return value
 
+
+IMAGE_KEEP_SAMPLES = 64
+"""Most samples of each w a unit keeps when a sample has more than two numbers (an image, a
+latent): enough for the report's sample grid, small in the store; ``keep_samples`` lowers it."""
 
 NOISE_TAPE_BYTES = 1 << 28
 """Most bytes of draws a chunk records at its first strength to replay at the others."""
@@ -375,7 +380,7 @@ def _samples_columns(kept: dict, unit: Unit, sampler: str, keep: int) -> dict[st
     for w, parts in kept.items():
         if not parts:
             continue
-        block = torch.cat(parts)[:keep]  # [m, d]
+        block = torch.cat(parts)[:keep].flatten(1)  # [m, d]: an image's pixels in row-major order
         dim = block.shape[1]
         for j in range(dim):
             columns.setdefault(f"x{j}", []).extend(block[:, j].tolist())

@@ -138,7 +138,10 @@ class CheckpointModelSpec(SpecModel):
 
 
 class DiffusersModelSpec(SpecModel):
-    """``kind = "diffusers"``: a class-conditional diffusers model in a local folder."""
+    """``kind = "diffusers"``: a class-conditional diffusers model in a local folder
+    (:func:`guidelab.models.load_diffusers`; nothing is downloaded). With ``vae``, the model
+    samples latents and the judge sees their decoding ``vae.decode(z / scaling_factor)``, as a
+    latent diffusion model's user does."""
 
     kind: Literal["diffusers"]
     path: FilePath
@@ -146,6 +149,8 @@ class DiffusersModelSpec(SpecModel):
     num_classes: Annotated[int, Field(gt=0, le=10**6)] | None = None
     subfolder: str | None = None
     shape: list[PositiveInt] | None = None
+    vae: FilePath | None = None
+    vae_subfolder: str | None = None
 
 
 class PythonModelSpec(SpecModel):

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ...distributions import GaussianMixture
+from ...models.judges import load_python_object
 from ...samplers.registry import SAMPLER_INFO, sampler_schedule
 from ...schedules import SCHEDULES, make_schedule
 from ..measures import METRICS
@@ -34,6 +35,9 @@ from .sections import (
     FamilyDataSpec,
     FileDataSpec,
     PerturbedModelSpec,
+    PythonClassifierSpec,
+    PythonJudgeSpec,
+    PythonModelSpec,
     SwissRollDataSpec,
     TorchvisionJudgeSpec,
     TrainedClassifierSpec,
@@ -156,6 +160,16 @@ def _exists(path: str, key: str, what: str = "file") -> None:
         raise SpecError("", key, f"no such {what}: {path}")
 
 
+def _check_factory(reference: str, key: str) -> None:
+    """``package.module:factory`` imports and names something callable."""
+    try:
+        factory = load_python_object(reference)
+    except ValueError as error:
+        raise SpecError("", key, str(error).removeprefix("reference: ")) from None
+    if not callable(factory):
+        raise SpecError("", key, f"{reference} is not callable")
+
+
 def _check_part(spec: Spec, part: str, key: str) -> None:
     if spec.data is None:
         raise SpecError("", key, "needs a [data] section to learn from")
@@ -187,6 +201,8 @@ def _check_sections(spec: Spec, distribution) -> None:
         _check_part(spec, model.part, f"{path}.part")
     if isinstance(model, CheckpointModelSpec | DiffusersModelSpec):
         _exists(model.path, f"{path}.path", "file or folder")
+    if isinstance(model, PythonModelSpec):
+        _check_factory(model.factory, f"{path}.factory")
     judge = spec.judge
     if (judge is None or isinstance(judge, ExactJudgeSpec)) and distribution is None:
         raise SpecError("", "judge.kind", "kind 'exact' (the default) judges by the exact "
@@ -198,6 +214,8 @@ def _check_sections(spec: Spec, distribution) -> None:
         _exists(judge.path, "judge.path")
     if isinstance(judge, TorchvisionJudgeSpec):
         _exists(judge.weights, "judge.weights")
+    if isinstance(judge, PythonJudgeSpec):
+        _check_factory(judge.factory, "judge.factory")
     classifier = spec.guidance.classifier
     if spec.guidance.rule != "classifier":
         return  # a [guidance.classifier] serves the units of a swept rule = "classifier"
@@ -210,6 +228,8 @@ def _check_sections(spec: Spec, distribution) -> None:
         _check_part(spec, classifier.part, "guidance.classifier.part")
     if isinstance(classifier, CheckpointClassifierSpec):
         _exists(classifier.path, "guidance.classifier.path")
+    if isinstance(classifier, PythonClassifierSpec):
+        _check_factory(classifier.factory, "guidance.classifier.factory")
 
 
 def _num_classes(spec: Spec, distribution) -> int | None:
