@@ -55,6 +55,7 @@ from ..noise import RowNoise
 from .measures import METRICS, ChunkContext, UnitContext
 from .parts import study_parts
 from .spec import CLASS_KEY, IntervalStrengthSpec, Spec
+from .spec.schema import MODEL_SCHEDULE
 from .store import record_json
 from .units import REFERENCE_KEY, Unit, _thaw, make_unit, unit_settings
 
@@ -143,8 +144,11 @@ def _sampler_call(settings: Spec, unit: Unit, parts):
 
         return run_reference, EXACT_SAMPLER, settings.reference.steps, _schedule_label(schedule)
     info = sampler_info(settings.sampler.name)
-    schedule, extra = sampler_schedule(settings.sampler.name, settings.sampler.schedule,
-                                       settings.sampler.steps)
+    if settings.sampler.schedule == MODEL_SCHEDULE:
+        schedule, extra = _model_schedule(settings, parts.model, info)
+    else:
+        schedule, extra = sampler_schedule(settings.sampler.name, settings.sampler.schedule,
+                                           settings.sampler.steps)
     options = {**extra, **settings.sampler.options}
     guidance = settings.guidance
 
@@ -159,6 +163,22 @@ def _sampler_call(settings: Spec, unit: Unit, parts):
         return info.fn(guided, schedule, x_init, generator=noise, **options)
 
     return run, info.name, settings.sampler.steps, _schedule_label(schedule)
+
+
+def _model_schedule(settings: Spec, model, info) -> tuple[Any, dict]:
+    """The model's own training schedule, and DDIM's timesteps respaced to ``steps``."""
+    import inspect
+
+    schedule = getattr(model, "schedule", None)
+    if schedule is None:
+        raise ValueError(f"sampler.schedule: 'model' needs a model with its own training "
+                         f"schedule (a diffusers model); {type(model).__name__} has none")
+    if "timesteps" not in inspect.signature(info.fn).parameters:
+        return schedule, {}
+    total = len(schedule.alphas) - 1  # T training steps
+    steps = min(settings.sampler.steps, total)
+    timesteps = torch.linspace(total, 0, steps + 1, dtype=torch.float64).round().long()
+    return schedule, {"timesteps": timesteps.unique_consecutive().tolist()}
 
 
 def _halve(size: int) -> int:

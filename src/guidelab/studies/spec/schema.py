@@ -17,7 +17,8 @@ from .sections import ClassifierSpec, DataSpec, ExactModelSpec, JudgeSpec, Model
 __all__ = ["Spec", "DistributionSpec", "GaussianMixtureSpec", "EmpiricalSpec", "UniformBoxSpec",
            "BuiltinDistributionSpec", "GuidanceSpec", "ConstantStrengthSpec",
            "IntervalStrengthSpec", "StrengthSpec", "SamplerSpec", "ReferenceSpec",
-           "FAMILY_MODELS", "STRENGTH_MODELS", "W_KEY", "CLASS_KEY", "FORBIDDEN_SWEEP_KEYS",
+           "FAMILY_MODELS", "STRENGTH_MODELS", "MODEL_SCHEDULE", "W_KEY", "CLASS_KEY",
+           "FORBIDDEN_SWEEP_KEYS",
            "build_distribution"]
 
 W_KEY = "w"
@@ -105,6 +106,11 @@ class GuidanceSpec(SpecModel):
     strength: StrengthSpec = ConstantStrengthSpec()
     allow_negative: bool = False
     classifier: ClassifierSpec | None = None   # rule = "classifier": exact, else trained
+
+
+MODEL_SCHEDULE = "model"
+"""``sampler.schedule = "model"``: the model's own training schedule (a diffusers model's),
+respaced to ``sampler.steps`` for DDIM, all of its steps for the other discrete samplers."""
 
 
 class SamplerSpec(SpecModel):

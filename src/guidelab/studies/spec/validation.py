@@ -1,10 +1,23 @@
 r"""Validation of a spec's meaning, after its structure (:mod:`.schema`): the family's own
 constructor, the sampler and its schedule, the sweep, the metrics and the device. Every problem
-is a :class:`~.errors.SpecError` naming the dotted key path."""
+is a :class:`~.errors.SpecError` naming the dotted key path.
+
+Validation is linear in the size of the spec. The limits of :mod:`.limits` come first, on the
+raw data, so that nothing sized by a user's number is built before that number is checked.
+A swept value is not validated as a whole spec: only the top-level section it lies in is
+validated again (by that section's own pydantic field, with the value set), the unit's settings
+are the shared ones with that section replaced, and the expensive checks (the distribution,
+the sampler's schedule, the reference schedule) are memoised per section object, so a sweep of
+n seeds over a large distribution builds the distribution once and checks n integers.
+Distinctness of swept values is a set of their canonical JSON, O(n). A value that fails the
+fast check is validated again the slow way (the whole unit), which words the message exactly
+as for a file.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import math
@@ -12,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import ValidationError, create_model
 
 from ...distributions import GaussianMixture
 from ...models.judges import load_python_object
@@ -20,9 +33,19 @@ from ...samplers.registry import SAMPLER_INFO, sampler_schedule
 from ...schedules import SCHEDULES, make_schedule
 from ..measures import METRICS
 from .errors import SpecError, short
+from .fields import SpecModel
+from .limits import check_limits, check_totals
 from .paths import format_path, set_path, split_path
 from .render import from_validation_error
-from .schema import CLASS_KEY, FORBIDDEN_SWEEP_KEYS, W_KEY, IntervalStrengthSpec, SamplerSpec, Spec
+from .schema import (
+    CLASS_KEY,
+    FORBIDDEN_SWEEP_KEYS,
+    MODEL_SCHEDULE,
+    W_KEY,
+    IntervalStrengthSpec,
+    SamplerSpec,
+    Spec,
+)
 from .sections import (
     CheckpointClassifierSpec,
     CheckpointJudgeSpec,
@@ -56,8 +79,14 @@ _RESERVED_SAMPLER_ARGS = {"score_fn", "schedule", "x_init", "generator", "return
 def _check_sampler(sampler: SamplerSpec) -> None:
 
     if sampler.name not in SAMPLER_INFO:
-        raise SpecError("", "sampler.name", f"unknown sampler {sampler.name!r}; expected one of "
-                        f"{', '.join(sorted(SAMPLER_INFO))}")
+        raise SpecError("", "sampler.name", f"unknown sampler {short(sampler.name)}; expected "
+                        f"one of {', '.join(sorted(SAMPLER_INFO))}")
+    if sampler.schedule == MODEL_SCHEDULE:
+        if "discrete" not in SAMPLER_INFO[sampler.name].schedule_kinds:
+            raise SpecError("", "sampler.schedule", f"schedule 'model' (the model's training "
+                            f"schedule) needs a sampler of discrete schedules, not "
+                            f"{sampler.name!r}")
+        return
     try:
         _, extra = sampler_schedule(sampler.name, sampler.schedule, sampler.steps)
     except ValueError as error:
@@ -76,7 +105,7 @@ def _check_sampler(sampler: SamplerSpec) -> None:
         if key not in accepted and not takes_any:
             hint = f"; it takes {', '.join(accepted)}" if accepted else "; it takes none"
             raise SpecError("", format_path(("sampler", "options", key)),
-                            f"unknown option of sampler {sampler.name!r}{hint}")
+                            f"unknown option of sampler {short(sampler.name)}{hint}")
 
 
 def _check_device(device: str) -> str:
@@ -88,7 +117,7 @@ def _check_device(device: str) -> str:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
         raise SpecError("", "device", f"expected 'cpu', 'cuda', 'cuda:N' or 'auto', got "
-                        f"{device!r}") from None
+                        f"{short(device)}") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise SpecError("", "device", f"{device!r} requested but CUDA is not available")
@@ -97,14 +126,14 @@ def _check_device(device: str) -> str:
                             f"{torch.cuda.device_count()} CUDA device(s) are visible")
     elif parsed.type != "cpu":
         raise SpecError("", "device", f"expected 'cpu', 'cuda', 'cuda:N' or 'auto', got "
-                        f"{device!r}")
+                        f"{short(device)}")
     return device
 
 
 def _check_metrics(spec: Spec, distribution) -> None:
     for i, name in enumerate(spec.metrics):
         if name not in METRICS:
-            raise SpecError("", f"metrics[{i}]", f"unknown metric {name!r}; expected one of "
+            raise SpecError("", f"metrics[{i}]", f"unknown metric {short(name)}; expected one of "
                             f"{', '.join(sorted(METRICS))}")
     if len(set(spec.metrics)) != len(spec.metrics):
         raise SpecError("", "metrics", "expected distinct metric names")
@@ -128,10 +157,28 @@ def _check_metrics(spec: Spec, distribution) -> None:
             raise SpecError("", problem[0], problem[1])
 
 
-def _check_unit_settings(spec: Spec) -> None:
-    """Meaning of one unit's settings (no sweep-level checks)."""
-    distribution = spec.distribution_object()
-    _check_sampler(spec.sampler)
+class _Memo:
+    """Results of the expensive checks of a unit's settings, per section *object*: the units of
+    a sweep share every section but the swept one (``model_copy`` keeps the others), so each
+    distribution is built and each sampler's schedule made once per distinct section."""
+
+    def __init__(self):
+        self._done: dict[tuple, tuple[Any, Any]] = {}
+
+    def once(self, kind: str, section: Any, compute):
+        """``compute(section)``, once per (kind, section object); exceptions are not kept."""
+        key = (kind, id(section))
+        if key not in self._done:
+            self._done[key] = (section, compute(section))  # the section kept: ids stay unique
+        return self._done[key][1]
+
+
+def _check_unit_settings(spec: Spec, memo: _Memo | None = None) -> Any:
+    """Meaning of one unit's settings (no sweep-level checks); returns the distribution."""
+    memo = memo or _Memo()
+    distribution = memo.once("distribution", spec.distribution,
+                             lambda _: spec.distribution_object())
+    memo.once("sampler", spec.sampler, _check_sampler)
     strength = spec.guidance.strength
     if isinstance(strength, IntervalStrengthSpec) and not strength.lo < strength.hi:
         raise SpecError("", "guidance.strength.hi", f"expected hi > lo = {strength.lo}, got "
@@ -144,15 +191,17 @@ def _check_unit_settings(spec: Spec) -> None:
         schedule = spec.reference.schedule
         if schedule is not None:
             if schedule not in SCHEDULES:
-                raise SpecError("", "reference.schedule", f"unknown schedule {schedule!r}; "
+                raise SpecError("", "reference.schedule", f"unknown schedule {short(schedule)}; "
                                 f"expected one of {', '.join(sorted(SCHEDULES))}")
             try:
-                make_schedule(schedule, spec.reference.steps)
+                memo.once("reference", spec.reference,
+                          lambda reference: make_schedule(schedule, reference.steps))
             except ValueError as error:
                 raise SpecError("", "reference.steps", f"{schedule} schedule with steps = "
                                 f"{spec.reference.steps}: {error}") from None
     _check_sections(spec, distribution)
     _check_metrics(spec, distribution)
+    return distribution
 
 
 def _exists(path: str, key: str, what: str = "file") -> None:
@@ -269,7 +318,7 @@ def _check_sweep_axes(spec: Spec, num_classes: int | None) -> dict[str, list]:
         raise SpecError("", "sweep.w", "must include 0, the unguided baseline of the coupled "
                         "comparison (frac_p_decreased)")
     if len(set(values)) != len(values):
-        raise SpecError("", "sweep.w", f"expected distinct strengths, got {values}")
+        raise SpecError("", "sweep.w", f"expected distinct strengths, got {short(values)}")
     negative = [w for w in values if w < 0]
     if negative and not spec.guidance.allow_negative:
         raise SpecError("", "sweep.w", f"w = {negative[0]:g} < 0 guides away from the class; "
@@ -286,7 +335,7 @@ def _check_sweep_axes(spec: Spec, num_classes: int | None) -> dict[str, list]:
             raise SpecError("", f"sweep.class[{i}]", f"unknown class {short(c)}; the "
                             f"study has {known}")
     if len(set(classes)) != len(classes):
-        raise SpecError("", "sweep.class", f"expected distinct classes, got {classes}")
+        raise SpecError("", "sweep.class", f"expected distinct classes, got {short(classes)}")
     sweep[CLASS_KEY] = list(classes)
     return sweep
 
@@ -318,9 +367,9 @@ def _validate_structure(data: dict, source: str) -> Spec:
 
 def unit_spec_data(data: dict, assignments: Iterable[tuple[str, Any]]) -> dict:
     """The spec data of one point of the sweep: swept keys set, ``sweep`` reduced to w and
-    the point's class."""
-    out = copy.deepcopy(data)
-    sweep = {W_KEY: out["sweep"][W_KEY]}
+    the point's class (the other swept lists are not copied)."""
+    out = copy.deepcopy({key: value for key, value in data.items() if key != "sweep"})
+    sweep = {W_KEY: copy.deepcopy(data["sweep"][W_KEY])}
     for key, value in assignments:
         if key == CLASS_KEY:
             sweep[CLASS_KEY] = [value]
@@ -339,7 +388,10 @@ def validate_spec(data: dict, source: str = "<spec>", *,
         source: the file name for messages.
         set_keys: dotted paths that came from ``--set`` (messages about them name
             ``--set KEY``), or a mapping of such paths to the label to name instead (an
-            option of a command, e.g. ``{"trials": "--trials"}``).
+            option of a command, e.g. ``{"trials": "--trials"}``; :func:`~.loading.load_spec`
+            also maps the first table a ``--set`` created, so that every problem inside it
+            names the option). An unknown key that is a table above a set key (``foo`` of
+            ``--set foo.bar=1``) names the option too.
 
     Returns:
         The resolved :class:`Spec`: defaults filled in, ``sweep.class`` explicit,
@@ -356,10 +408,62 @@ def validate_spec(data: dict, source: str = "<spec>", *,
         for key, label in labels.items():
             if _under(error.path, key):
                 raise error.with_source(label) from None
+        if error.path and error.message.startswith("unknown key"):
+            for key, label in labels.items():
+                if _under(key, error.path):  # a table the override made up
+                    raise error.with_source(label) from None
         raise error.with_source(source) from None
 
 
+def _section_model(section: str):
+    """A one-field model validating a value as ``Spec.<section>`` (the field's own type,
+    constraints and discriminators, the spec's strict config), or None when the section
+    cannot be validated alone (an unknown key, or validators of Spec that see several
+    fields)."""
+    decorators = Spec.__pydantic_decorators__
+    if section not in Spec.model_fields or decorators.model_validators or \
+            decorators.field_validators:
+        return None
+    return _section_models(section)
+
+
+@functools.cache
+def _section_models(section: str):
+    field = Spec.model_fields[section]
+    return create_model(f"_Point_{section}", __base__=SpecModel, value=(field.annotation, field))
+
+
+def _with_value(node: Any, parts: Sequence[str], value: Any) -> Any:
+    """``node`` with ``value`` set at ``parts``, copying only the tables on the way (as
+    :func:`~.paths.set_path` sets it: a missing or non-table step becomes a table)."""
+    if not parts:
+        return value
+    table = node if isinstance(node, dict) else {}
+    return {**table, parts[0]: _with_value(table.get(parts[0]), parts[1:], value)}
+
+
+def _point_spec(base_data: dict, base_spec: Spec, parts: Sequence[str], key: str, value: Any,
+                source: str) -> Spec:
+    """The settings of the sweep point ``key = value`` (every other key at its shared value).
+
+    The section the key lies in is validated with the value set and put in place of the
+    shared one; only when that fails (or the section cannot be validated alone) is the whole
+    point validated, which words the problem as for a file."""
+    model = _section_model(parts[0])
+    if model is not None:
+        try:
+            section = model.model_validate(
+                {"value": _with_value(base_data.get(parts[0]), parts[1:], value)}).value
+        except ValidationError:
+            pass
+        else:
+            return base_spec.model_copy(update={parts[0]: section})
+    return _validate_structure(unit_spec_data(base_data, [(key, value)]), source)
+
+
 def _validate(data: dict, source: str) -> Spec:
+    if isinstance(data, dict):
+        check_limits(data)  # before anything is built from a number the data holds
     spec = _validate_structure(data, source)
     swept_keys = [key for key in spec.sweep if key not in (W_KEY, CLASS_KEY)]
     for key in swept_keys:
@@ -374,32 +478,41 @@ def _validate(data: dict, source: str) -> Spec:
                             f"{format_path(parts)!r}")
     # the settings every unit shares first (problems under a swept key are left to the
     # check of each swept value, which names the value by its index)
-    base_spec = _validate_structure(unit_spec_data(data, []), source) if swept_keys else spec
+    base_data = unit_spec_data(data, []) if swept_keys else data
+    base_spec = _validate_structure(base_data, source) if swept_keys else spec
+    memo = _Memo()
     try:
-        _check_unit_settings(base_spec)
+        _check_unit_settings(base_spec, memo)
     except SpecError as error:
         if not any(_under(error.path, key) for key in swept_keys):
             raise
+    # classes must exist in every swept distribution: check against the smallest (counted
+    # with each swept value's check, raised after every value has been checked)
+    counted: list[Spec] = []
     for key in swept_keys:
+        parts = split_path(key)
+        counts_classes = key.startswith(("distribution", "data", "model", "judge"))
         for i, value in enumerate(spec.sweep[key]):
-            point = unit_spec_data(data, [(key, value)])
             try:
-                unit = _validate_structure(point, source)
-                _check_unit_settings(unit)
+                unit = _point_spec(base_data, base_spec, parts, key, value, source)
+                _check_unit_settings(unit, memo)
             except SpecError as error:
                 raise _sweep_key_error(key, i, error) from None
+            if counts_classes:
+                counted.append(unit)
         if len({json.dumps(v, sort_keys=True) for v in spec.sweep[key]}) != len(spec.sweep[key]):
             raise SpecError("", format_path(("sweep", key)), "expected distinct values")
-    # classes must exist in every swept distribution: check against the smallest
-    num_classes = _num_classes(base_spec, base_spec.distribution_object())
-    for key in swept_keys:
-        if key.startswith(("distribution", "data", "model", "judge")):
-            for value in spec.sweep[key]:
-                unit = _validate_structure(unit_spec_data(data, [(key, value)]), source)
-                known = _num_classes(unit, unit.distribution_object())
-                if known is not None:
-                    num_classes = known if num_classes is None else min(num_classes, known)
+    num_classes = _num_classes(base_spec, memo.once("distribution", base_spec.distribution,
+                                                    lambda _: base_spec.distribution_object()))
+    for unit in counted:
+        distribution = memo.once("distribution", unit.distribution,
+                                 lambda _, unit=unit: unit.distribution_object())
+        known = _num_classes(unit, distribution)
+        if known is not None:
+            num_classes = known if num_classes is None else min(num_classes, known)
     sweep = _check_sweep_axes(spec, num_classes)
+    points = math.prod(len(spec.sweep[key]) for key in swept_keys) * len(sweep[CLASS_KEY])
+    check_totals(spec.trials, len(sweep[W_KEY]), points * (2 if spec.reference.enabled else 1))
     resolved = spec.model_dump()
     resolved["sweep"] = {W_KEY: spec.w, CLASS_KEY: sweep[CLASS_KEY],
                          **{key: spec.sweep[key] for key in swept_keys}}
