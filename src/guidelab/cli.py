@@ -230,13 +230,24 @@ def _write_report(out: Path, debug: bool) -> Path | None:
 
 @spec_app.command("list")
 def spec_list() -> None:
-    """The built-in study specs, with their descriptions."""
+    """The built-in studies with their descriptions, then every registered part (families,
+    data sources, models, judges, samplers, metrics) and where it came from."""
+    from .studies.plugins import available, load_plugins
     from .studies.spec import builtin_specs
 
     specs = builtin_specs()
     width = max(map(len, specs), default=0)
+    typer.echo("studies (guidelab reproduce NAME, guidelab spec show NAME):")
     for name, description in specs.items():
-        typer.echo(f"{name:<{width}}  {description}")
+        typer.echo(f"  {name:<{width}}  {description}")
+    for kind, entries in available().items():
+        if not entries:
+            continue
+        typer.echo(f"{kind}:")
+        for name, origin in entries:
+            typer.echo(f"  {name:<22} {origin}")
+    for problem in load_plugins():
+        typer.echo(f"warning: {problem}", err=True)
 
 
 @spec_app.command("show")

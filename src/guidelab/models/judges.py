@@ -64,7 +64,7 @@ import math
 import os
 import struct
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1075,12 +1075,13 @@ def _is_judge(value) -> bool:
         getattr(value, "num_classes", None) is not None
 
 
-def judge_from_factory(reference: str, options: Mapping[str, Any] | None = None, *,
+def judge_from_factory(reference: str | Callable, options: Mapping[str, Any] | None = None, *,
                        num_classes: int | None = None):
     """Call the factory named by ``reference`` with ``options`` and return a judge.
 
     Args:
-        reference: ``"package.module:attribute"`` (:func:`load_python_object`) naming a callable.
+        reference: ``"package.module:attribute"`` (:func:`load_python_object`) naming a callable,
+            or the callable itself.
         options: keyword arguments for it (None: none).
         num_classes: C, to check the classifier's output (default: its ``num_classes``).
 
@@ -1094,7 +1095,11 @@ def judge_from_factory(reference: str, options: Mapping[str, Any] | None = None,
         dict. ValueError naming the reference when it cannot be resolved, is not callable,
         rejects the options, raises, or returns something else.
     """
-    factory = load_python_object(reference)
+    if callable(reference):  # a factory already resolved (a registered name)
+        factory = reference
+        reference = getattr(factory, "__qualname__", type(factory).__name__)
+    else:
+        factory = load_python_object(reference)
     if not callable(factory):
         raise ValueError(f"reference: {reference!r} is a {type(factory).__name__}, not a "
                          f"callable factory")

@@ -40,6 +40,7 @@ from .. import models
 from ..distributions import GaussianMixture
 from ..models import judges
 from .artifacts import ModelStore
+from .plugins import resolve_factory
 from .spec import Spec, SpecError, build_distribution
 from .spec.schema import DistributionSpec
 from .spec.sections import (
@@ -56,6 +57,7 @@ from .spec.sections import (
     FileDataSpec,
     PerturbedModelSpec,
     PythonClassifierSpec,
+    PythonDataSpec,
     PythonJudgeSpec,
     PythonModelSpec,
     SwissRollDataSpec,
@@ -188,6 +190,11 @@ def _load_data_cached(data_json: str, distribution_json: str, dtype: str):
                                         label_key=section.label_key, dtype=torch_dtype)
         except (ValueError, OSError) as error:
             raise SpecError("", "data.path", str(error)) from None
+    elif isinstance(section, PythonDataSpec):
+        source = _python_object(section.factory, section.options, "data.factory", "data")
+        if not isinstance(source, datasets.LabelledData):
+            raise SpecError("", "data.factory", f"{section.factory} returned "
+                            f"{type(source).__name__}, not a guidelab.data.LabelledData")
     else:  # a variant added without a loader
         raise SpecError("", "data.source", f"no loader for source {section.source!r}")
     try:
@@ -319,11 +326,11 @@ def _trained_judge(section: TrainedJudgeSpec, split, store: ModelStore, log
 
 # ----------------------------------------------------------------------------- sections
 
-def _python_object(reference: str, options: dict, key: str):
+def _python_object(reference: str, options: dict, key: str, kind: str = "models"):
     try:
-        factory = judges.load_python_object(reference)
+        factory = resolve_factory(reference, kind)
     except ValueError as error:
-        raise SpecError("", key, str(error)) from None
+        raise SpecError("", key, str(error).removeprefix("reference: ")) from None
     if not callable(factory):
         raise SpecError("", key, f"{reference} is not callable")
     try:
@@ -399,7 +406,8 @@ def _build_judge(settings: Spec, split, store, log):
                 input_range=tuple(section.input_range), batch_size=section.batch_size,
                 device=settings.device)
         elif isinstance(section, PythonJudgeSpec):
-            judge = judges.judge_from_factory(section.factory, section.options)
+            judge = judges.judge_from_factory(resolve_factory(section.factory, "judges"),
+                                              section.options)
         else:
             raise SpecError("", "judge.kind", f"no builder for kind {section.kind!r}")
     except (ValueError, OSError) as error:

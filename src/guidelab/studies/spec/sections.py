@@ -38,7 +38,7 @@ from .fields import PositiveInt, SpecModel
 
 __all__ = [
     "DataSpec", "ModelSpec", "JudgeSpec", "ClassifierSpec",
-    "DigitsDataSpec", "FamilyDataSpec", "SwissRollDataSpec", "FileDataSpec",
+    "DigitsDataSpec", "FamilyDataSpec", "SwissRollDataSpec", "FileDataSpec", "PythonDataSpec",
     "ExactModelSpec", "TrainedModelSpec", "CheckpointModelSpec", "DiffusersModelSpec",
     "PythonModelSpec", "PerturbedModelSpec",
     "ExactJudgeSpec", "TrainedJudgeSpec", "CheckpointJudgeSpec", "TorchvisionJudgeSpec",
@@ -50,8 +50,9 @@ __all__ = [
 
 Probability = Annotated[float, Field(gt=0, lt=1)]
 PartName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=32)]
-Reference = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+Reference = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$",
                                  max_length=200)]
+"""``package.module:attribute``, or a name registered by a plugin (:mod:`..plugins`)."""
 FilePath = Annotated[str, Field(min_length=1, max_length=4096)]
 DEFAULT_PARTS = {"train": 1.0}
 """The split when ``[data]`` names none: every row in part ``train``."""
@@ -100,8 +101,18 @@ class FileDataSpec(_DataBase):
     label_key: str = "labels"
 
 
-DataSpec = Annotated[DigitsDataSpec | FamilyDataSpec | SwissRollDataSpec | FileDataSpec,
-                     Field(discriminator="source")]
+class PythonDataSpec(_DataBase):
+    """``source = "python"``: ``factory(**options)`` returning a
+    :class:`guidelab.data.LabelledData` (a registered data source's name, or
+    ``package.module:attribute``)."""
+
+    source: Literal["python"]
+    factory: Reference
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+DataSpec = Annotated[DigitsDataSpec | FamilyDataSpec | SwissRollDataSpec | FileDataSpec
+                     | PythonDataSpec, Field(discriminator="source")]
 
 
 # ----------------------------------------------------------------------------- model
@@ -281,7 +292,7 @@ ClassifierSpec = Annotated[ExactClassifierSpec | TrainedClassifierSpec
 
 SECTION_VARIANTS: dict[str, dict[str, type[SpecModel]]] = {
     "data": {"digits": DigitsDataSpec, "family": FamilyDataSpec,
-             "swiss_roll": SwissRollDataSpec, "file": FileDataSpec},
+             "swiss_roll": SwissRollDataSpec, "file": FileDataSpec, "python": PythonDataSpec},
     "model": {"exact": ExactModelSpec, "trained": TrainedModelSpec,
               "checkpoint": CheckpointModelSpec, "diffusers": DiffusersModelSpec,
               "python": PythonModelSpec, "perturbed": PerturbedModelSpec},

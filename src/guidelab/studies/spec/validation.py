@@ -28,10 +28,10 @@ from typing import Any
 from pydantic import ValidationError, create_model
 
 from ...distributions import GaussianMixture
-from ...models.judges import load_python_object
 from ...samplers.registry import SAMPLER_INFO, sampler_schedule
 from ...schedules import SCHEDULES, make_schedule
 from ..measures import METRICS
+from ..plugins import load_plugins, resolve_factory
 from .errors import SpecError, short
 from .fields import SpecModel
 from .limits import check_limits, check_totals
@@ -59,6 +59,7 @@ from .sections import (
     FileDataSpec,
     PerturbedModelSpec,
     PythonClassifierSpec,
+    PythonDataSpec,
     PythonJudgeSpec,
     PythonModelSpec,
     SwissRollDataSpec,
@@ -209,10 +210,11 @@ def _exists(path: str, key: str, what: str = "file") -> None:
         raise SpecError("", key, f"no such {what}: {path}")
 
 
-def _check_factory(reference: str, key: str) -> None:
-    """``package.module:factory`` imports and names something callable."""
+def _check_factory(reference: str, key: str, kind: str = "models") -> None:
+    """``package.module:factory`` imports and names something callable, or a plugin
+    registered the name."""
     try:
-        factory = load_python_object(reference)
+        factory = resolve_factory(reference, kind)
     except ValueError as error:
         raise SpecError("", key, str(error).removeprefix("reference: ")) from None
     if not callable(factory):
@@ -240,6 +242,8 @@ def _check_sections(spec: Spec, distribution) -> None:
                             "which the spec does not have")
         if isinstance(spec.data, FileDataSpec):
             _exists(spec.data.path, "data.path", "file or folder")
+        if isinstance(spec.data, PythonDataSpec):
+            _check_factory(spec.data.factory, "data.factory", "data")
     model, path = spec.model, "model"
     while isinstance(model, PerturbedModelSpec):
         model, path = model.base, f"{path}.base"
@@ -264,7 +268,7 @@ def _check_sections(spec: Spec, distribution) -> None:
     if isinstance(judge, TorchvisionJudgeSpec):
         _exists(judge.weights, "judge.weights")
     if isinstance(judge, PythonJudgeSpec):
-        _check_factory(judge.factory, "judge.factory")
+        _check_factory(judge.factory, "judge.factory", "judges")
     classifier = spec.guidance.classifier
     if spec.guidance.rule != "classifier":
         return  # a [guidance.classifier] serves the units of a swept rule = "classifier"
@@ -462,6 +466,7 @@ def _point_spec(base_data: dict, base_spec: Spec, parts: Sequence[str], key: str
 
 
 def _validate(data: dict, source: str) -> Spec:
+    load_plugins()  # families, samplers and metrics that packages add
     if isinstance(data, dict):
         check_limits(data)  # before anything is built from a number the data holds
     spec = _validate_structure(data, source)
