@@ -33,16 +33,23 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+# the CLI's plumbing at a small size: the exact grid columns and the profile (minutes at the
+# spec's resolution) are tested in test_cli_exact.py and test_exact_metric.py
+SMALL = ("--set", "metrics=['class_probability']")
+
+
 def test_li_jiao_gmm_writes_table_csv_and_plot(tmp_path):
     result = invoke("reproduce", "li-jiao-gmm", "--out", tmp_path, "--trials", "200",
                     "--steps", "20", "--w", "0.5,5", "--sampler", "ddim", "--seed", "3",
-                    "--quiet")
+                    "--quiet", *SMALL)
     assert result.exit_code == 0, result.output
     assert "CFG scale = 1 + w" in result.output
     with open(tmp_path / "results.csv") as handle:
         table = list(csv.DictReader(handle))
-    # 3 reference rows (exact kernel) + 3 classes x 3 strengths
-    assert len(table) == 12
+    # 3 reference rows (exact kernel) + 3 classes x 3 strengths, and the rows pooled over
+    # classes: the reference's and one per strength
+    assert len(table) == 16
+    assert sum(r["class"] == "all" for r in table) == 4
     assert {r["sampler"] for r in table} == {"exact_reverse", "ddim"}
     assert {float(r["w"]) for r in table} == {0.0, 0.5, 5.0}
     for column in ["class", "w", "n", "q_mean", "q_low", "q_high", "q_top_share", "p_mean",
@@ -60,7 +67,7 @@ def test_li_jiao_gmm_writes_table_csv_and_plot(tmp_path):
     # the same command again computes nothing and prints the same table
     again = invoke("reproduce", "li-jiao-gmm", "--out", tmp_path, "--trials", "200",
                    "--steps", "20", "--w", "0.5,5", "--sampler", "ddim", "--seed", "3",
-                   "--quiet")
+                   "--quiet", *SMALL)
     assert again.exit_code == 0 and "0 computed now, 6 already there" in again.output
 
 
@@ -175,3 +182,16 @@ def test_an_interruption_says_how_to_resume(tmp_path, monkeypatch):
     assert result.exit_code == 130
     assert f"interrupted; finished units are saved in {out}, run the same command to resume" \
         in result.output
+
+
+def test_reproduce_runs_any_built_in_spec_and_names_unknown_ones(tmp_path):
+    result = invoke("reproduce", "smoke", "--out", tmp_path / "s", "--set", "trials=30",
+                    "--w", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "pooled over classes" in result.output
+    spec = load_spec(tmp_path / "s" / "spec.toml")
+    assert spec.trials == 30 and spec.w == [0.0, 2.0]
+    unknown = invoke("reproduce", "nope", "--out", tmp_path / "n")
+    assert unknown.exit_code == 2
+    assert unknown.output.startswith("error: spec: unknown built-in spec 'nope'")
+    assert not (tmp_path / "n").exists()
