@@ -235,3 +235,64 @@ def test_learned_vs_exact_sweeps_the_model_table(tmp_path, monkeypatch):
             assert row["inv_prior"] == pytest.approx(
                 float(1 / default_mixture().class_prior[row["class"]]))
             assert math.isfinite(row["q_mean"])
+
+
+def _run_digits_until(tmp_path, out, stop_when, env):
+    """Start `guidelab run li-jiao-digits` (tiny) in a subprocess and SIGKILL it as soon as
+    ``stop_when()`` holds; returns whether it was still running then."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    command = [sys.executable, "-c", "from guidelab.cli import app; app()", "run",
+               "li-jiao-digits", "--out", str(out), "--quiet", "--no-report",
+               *[arg for item in DIGITS_TINY for arg in ("--set", item)]]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, **env})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None and not stop_when():
+        time.sleep(0.02)
+    running = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    return running, process.stderr.read().decode()[-2000:]
+
+
+def test_digits_killed_while_sampling_or_training_resumes_without_retraining(tmp_path,
+                                                                            monkeypatch):
+    pytest.importorskip("sklearn")
+    from guidelab.studies import ResultStore, parts
+    from guidelab.studies.units import expand_units
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GUIDELAB_CACHE", str(cache))
+    models = cache / "models"
+    spec = load_spec("li-jiao-digits", DIGITS_TINY)
+    # killed while the noisy classifier trains: the denoiser and the judge are finished files
+    running, stderr = _run_digits_until(
+        tmp_path, tmp_path / "a", lambda: (models / ".").exists() and any(
+            p.name.startswith("judge-") and p.suffix == ".safetensors"
+            for p in models.iterdir()), {"GUIDELAB_CACHE": str(cache)})
+    assert running, stderr
+    finished = sorted(p.name.split("-")[0] for p in models.glob("*.safetensors"))
+    assert "denoiser" in finished and "judge" in finished
+    parts._PARTS_CACHE.clear()
+    messages = []
+    run_spec(spec, tmp_path / "b", progress=False, log=messages.append)
+    rebuilt = [m.split(":")[0] for m in messages if "building" in m]
+    assert rebuilt == [name for name in ("classifier",) if name not in finished]
+    # killed while sampling (a unit file written): the rerun computes only the missing units
+    units = tmp_path / "c" / "units"
+    running, stderr = _run_digits_until(
+        tmp_path, tmp_path / "c", lambda: units.exists() and any(
+            p.suffix == ".parquet" and not p.name.startswith(".") for p in units.iterdir()),
+        {"GUIDELAB_CACHE": str(cache)})
+    assert running, stderr
+    done = ResultStore(tmp_path / "c").finished()
+    total = {u.id for u in expand_units(spec)}
+    assert 1 <= len(done) < len(total)
+    messages.clear()
+    resumed = run_spec(spec, tmp_path / "c", progress=False, log=messages.append)
+    assert set(resumed.computed) == total - set(done)
+    assert not [m for m in messages if "building" in m]
