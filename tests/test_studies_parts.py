@@ -229,6 +229,12 @@ def test_learned_vs_exact_sweeps_the_model_table(tmp_path, monkeypatch):
     kinds = {json.loads(row["model"])["kind"] for row in result.rows}
     assert kinds == {"exact", "trained"}
     exact = [r for r in result.rows if json.loads(r["model"])["kind"] == "exact"]
+    trained = [r for r in result.rows if json.loads(r["model"])["kind"] == "trained"]
+    # the score error against [distribution]: zero for the exact scores themselves, positive
+    # for the network, whose final training loss is reported beside it
+    assert {r["score_error"] for r in exact if r["w"] == 0.0} == {0.0}
+    assert all(r["score_error"] > 0 and r["training_loss"] > 0 for r in trained
+               if r["w"] == 0.0)
     # the exact model's unguided Q estimates 1/p(c) (its identity) within the interval's reach
     for row in exact:
         if row["w"] == 0.0:

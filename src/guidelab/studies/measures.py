@@ -471,3 +471,51 @@ def _support_pool(records: list):
 
 register_metric(Metric("support", _support_measure, _support_summarize, _support_load,
                        SupportOptions, _support_check, _support_pool))
+
+
+# ----------------------------------------------------------------------------- score_error
+
+class ScoreErrorOptions(BaseModel):
+    """``[metric_options.score_error]``: ``points`` per noise level and ``levels`` of the
+    log-uniform grid of sigma/alpha in [1e-2, 1e2] (:func:`guidelab.models.score_error`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    points: int = Field(default=2048, ge=16, le=10**6)
+    levels: int = Field(default=13, ge=2, le=200)
+
+
+SCORE_ERROR_COLUMNS = ("score_error", "score_error_uncond", "training_loss")
+"""sigma^2-weighted relative score errors against [distribution] (conditional, unconditional)
+and the trained model's final training loss (None for a model that was not trained)."""
+
+
+def _score_error_measure(ctx: ChunkContext) -> OnceRecord:
+    from ..models import score_error
+
+    if ctx.start != 0 or not ctx.is_baseline or ctx.unit.reference:
+        return OnceRecord(None)
+    options = ctx.unit.options or ScoreErrorOptions()
+    report = score_error(ctx.unit.parts.model, ctx.unit.distribution, n=options.points,
+                         levels=options.levels, seed=ctx.unit.spec.seed)
+    info = ctx.unit.parts.artifacts.get("model") or {}
+    return OnceRecord({"score_error": float(report.total),
+                       "score_error_uncond": None if report.total_unconditional is None
+                       else float(report.total_unconditional),
+                       "training_loss": info.get("final_loss")})
+
+
+def _score_error_summarize(record: OnceRecord, unit: UnitContext) -> dict:
+    if record.columns is None:
+        return {key: None for key in SCORE_ERROR_COLUMNS}
+    return dict(record.columns)
+
+
+def _score_error_check(spec, distribution) -> tuple[str, str] | None:
+    if distribution is None:
+        return ("metrics", "score_error compares the model's scores with the exact scores of "
+                           "[distribution], which the spec does not have")
+    return None
+
+
+register_metric(Metric("score_error", _score_error_measure, _score_error_summarize,
+                       OnceRecord.from_dict, ScoreErrorOptions, _score_error_check))

@@ -228,6 +228,14 @@ def _log(message: str) -> None:
     tqdm.write(message)
 
 
+def _training_record(path: Path) -> dict:
+    """The training record a checkpoint carries (final loss, thinned losses), the same whether
+    the artifact was built now or loaded: what a unit reports must not depend on which."""
+    training = models.read_header(path).get("training") or {}
+    return {"final_loss": training.get("final_loss"), "losses": training.get("losses"),
+            "loss_stride": training.get("loss_stride")}
+
+
 def _trained_model(section: TrainedModelSpec, split, settings: Spec, store: ModelStore,
                    progress: bool, log) -> tuple[Any, dict, str]:
     part = _part(split, section.part, "model.part")
@@ -258,17 +266,15 @@ def _trained_model(section: TrainedModelSpec, split, settings: Spec, store: Mode
     def build():
         network = network_class(**arguments).to(dtype=dtype)
         flat = x if section.architecture == "conv" else x.reshape(x.shape[0], -1)
-        report = models.train_denoiser(network, flat, part.labels, device=device,
-                                       progress=progress, data_description=part.name,
-                                       **training)
-        return models.LearnedScoreModel(network), {"final_loss": report.final_loss,
-                                                    "losses": report.losses[-200:]}
+        models.train_denoiser(network, flat, part.labels, device=device, progress=progress,
+                              data_description=part.name, **training)
+        return models.LearnedScoreModel(network), {}
 
     artifact = store.get("denoiser", payload, build=build,
                          save=lambda value, path: models.save(value, path, data=part.name),
                          load=lambda path: models.load(path, device=device), log=log)
     info = {"kind": "denoiser", "path": str(artifact.path), "cached": artifact.cached,
-            "seconds": artifact.seconds, **artifact.info}
+            "seconds": artifact.seconds, **_training_record(artifact.path)}
     return artifact.value, info, artifact.key
 
 
@@ -288,17 +294,15 @@ def _trained_classifier(section: TrainedClassifierSpec, split, settings: Spec,
 
     def build():
         network = models.NoisyClassifier(**arguments).to(dtype=dtype)
-        report = models.train_classifier(network, x, part.labels, device=device,
-                                         progress=progress, data_description=part.name,
-                                         **training)
-        return models.LearnedClassifier(network), {"final_loss": report.final_loss,
-                                                    "losses": report.losses[-200:]}
+        models.train_classifier(network, x, part.labels, device=device, progress=progress,
+                                data_description=part.name, **training)
+        return models.LearnedClassifier(network), {}
 
     artifact = store.get("classifier", payload, build=build,
                          save=lambda value, path: models.save(value, path, data=part.name),
                          load=lambda path: models.load(path, device=device), log=log)
     info = {"kind": "classifier", "path": str(artifact.path), "cached": artifact.cached,
-            "seconds": artifact.seconds, **artifact.info}
+            "seconds": artifact.seconds, **_training_record(artifact.path)}
     return artifact.value, info, artifact.key
 
 
