@@ -36,7 +36,11 @@ import math
 
 import torch
 
-__all__ = ["RowNoise", "mix64", "normal", "uniform", "categorical"]
+__all__ = ["RowNoise", "mix64", "normal", "uniform", "categorical", "NOISE_SCHEME_VERSION"]
+
+NOISE_SCHEME_VERSION = 1
+"""Version of the scheme above (row keys, mix64, Box–Muller, uniform bits): part of every
+stored unit's identity (:mod:`guidelab.studies.store`). Bump it whenever any draw changes."""
 
 _MASK64 = (1 << 64) - 1
 

@@ -215,43 +215,44 @@ class _Study:
 
 
 def _load(root: Path) -> _Study:
+    """What the folder holds, read through the results store (:class:`~guidelab.studies.
+    store.ResultStore`, read-only): only files that pass its checks (and files that carry no
+    guidelab metadata at all, shown unverified); every other file is a note."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
         import tomllib
     except ImportError:  # pragma: no cover - the spec module is part of the package
         import tomllib
 
+    from ..studies.store import ResultStore
+
     study = _Study(root)
-    spec_path = root / "spec.toml"
-    if spec_path.is_file():
-        try:
-            study.spec_text = spec_path.read_text(encoding="utf-8")
+    store = ResultStore(root, label="run_dir")
+    try:
+        study.spec_text = store.read_spec_text()
+        if study.spec_text is None:
+            study.notes.append("no spec.toml in the results folder: the study's description, "
+                               "its spec and the density contours are left out.")
+        else:
             study.spec_data = tomllib.loads(study.spec_text)
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-            study.notes.append(f"spec.toml could not be read ({error}); the study's "
-                               f"description and the density contours are left out.")
-    else:
-        study.notes.append("no spec.toml in the results folder: the study's description, "
-                           "its spec and the density contours are left out.")
+    except ValueError as error:  # unreadable, not UTF-8, not TOML
+        study.notes.append(f"spec.toml could not be read ({error}); the study's "
+                           f"description and the density contours are left out.")
 
-    def parquet_files(folder: Path) -> list[Path]:
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.iterdir()
-                      if p.name.endswith(".parquet") and not p.name.startswith("."))
-
-    for path in parquet_files(root / "units"):
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except (OSError, ValueError, pa.ArrowException) as error:
-            study.notes.append(f"units/{path.name} could not be read ({error}); its rows are "
-                               f"left out.")
-            continue
+    found = store.read_all(accept_unverified=True)
+    for problem in found.problems:
+        what = "samples" if problem.kind == "samples" else "rows"
+        study.notes.append(f"{problem.path.relative_to(root)} could not be read "
+                           f"({problem.reason}); its {what} are left out.")
+    if found.unverified:
+        study.notes.append(f"{len(found.unverified)} unit files carry no guidelab checksum "
+                           f"(written by hand or by an older guidelab); their rows are shown "
+                           f"unverified.")
+    for unit_id, rows in found.rows.items():
         study.unit_files += 1
         for row in rows:
-            row.setdefault("unit_id", path.name[:-len(".parquet")])
+            row.setdefault("unit_id", unit_id)
         study.rows.extend(rows)
     usable = [r for r in study.rows if r.get("class") is not None
               and _number(r.get("w")) is not None]
@@ -260,13 +261,7 @@ def _load(root: Path) -> _Study:
                            f"strength w are left out.")
     study.rows = usable
 
-    tables = []
-    for path in parquet_files(root / "samples"):
-        try:
-            tables.append(pq.read_table(path))
-        except (OSError, ValueError, pa.ArrowException) as error:
-            study.notes.append(f"samples/{path.name} could not be read ({error}); its "
-                               f"samples are left out.")
+    tables = list(found.samples.values())
     if tables:
         try:
             table = pa.concat_tables(tables, promote_options="default")

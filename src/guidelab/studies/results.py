@@ -8,18 +8,48 @@ or the new complete table, never a half-written row: an interruption loses at mo
 flight. The file gets the permissions the user's umask gives to new files (``0o666 & ~umask``;
 the temporary file is created 0600), and the folder is fsynced after the rename so that the
 new name survives a crash.
+
+An I/O error names the action and the path: :class:`StoreIOError` (an ``OSError`` with the
+original ``errno`` and ``strerror``) reads ``cannot write <path>: No space left on device``
+(:func:`io_action` turns any ``OSError`` of a block into one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "write_csv"]
+__all__ = ["atomic_write_bytes", "write_csv", "StoreIOError", "io_action"]
+
+
+class StoreIOError(OSError):
+    """An I/O error that says what failed on which path: ``cannot <action> <path>: <reason>``.
+
+    ``errno``, ``strerror`` and ``filename`` are the original error's (and the path's)."""
+
+    def __init__(self, action: str, path: str | os.PathLike, error: OSError):
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+        self.action = action
+
+    def __str__(self) -> str:
+        return f"cannot {self.action} {self.filename}: {self.strerror}"
+
+
+@contextlib.contextmanager
+def io_action(action: str, path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` of the block into a :class:`StoreIOError` naming ``action`` and
+    ``path`` (one already naming its path passes through)."""
+    try:
+        yield
+    except StoreIOError:
+        raise
+    except OSError as error:
+        raise StoreIOError(action, path, error) from error
 
 
 def _umask() -> int:
@@ -30,9 +60,16 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename),
-    with mode ``0o666 & ~umask``."""
+    with mode ``0o666 & ~umask``; a failure is a :class:`StoreIOError` (``cannot write <path>:
+    ...``) and leaves no temporary file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with io_action("create the folder", path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with io_action("write", path):
+        _atomic_write(path, data)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
