@@ -3,21 +3,28 @@
     guidelab spec list                       built-in study specs
     guidelab spec show NAME                  a spec's TOML, to copy and edit
     guidelab run SPEC [--out DIR] [--set key.path=value ...] [--backend local|ray]
-                      [--address ADDR] [--quiet]
+                      [--address ADDR] [--connect-timeout S] [--quiet] [--wait]
     guidelab report DIR                      the HTML page of a results folder
+    guidelab verify DIR [--quarantine]       check every file of a results folder
     guidelab reproduce li-jiao-gmm [--out DIR] [--trials N] [--steps T] [--sampler NAME] ...
 
 Every bad input (a spec key, an option, an output folder) stops with one line
 ``error: ...`` on stderr and exit status 2; ``--debug`` (before or after the command) shows the
-traceback instead. Guidance strengths are Ho & Salimans' w (w = 0 unguided; the "CFG scale" is
-1 + w).
+traceback instead. Ctrl-C (SIGINT) or SIGTERM stops a run: the finished units are kept and the
+command to resume is printed; the exit status is 130 after SIGINT, 143 after SIGTERM. Guidance
+strengths are Ho & Salimans' w (w = 0 unguided; the "CFG scale" is
+1 + w). One run writes a results folder at a time: another run into it stops at once with a
+line naming the holder, or waits with ``--wait``. ``guidelab verify`` exits 0 when every file
+passes, 1 when some do not (one line each), 2 for bad input.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,14 +50,42 @@ def _main(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None
     _STATE["debug"] = debug
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like SIGINT's KeyboardInterrupt."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    _STATE["terminated"] = True  # kept even if a library re-raises a plain KeyboardInterrupt
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread while the command runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def _errors(debug: bool = False, out: Path | None = None) -> Iterator[None]:
     """Turn bad input (ValueError, OSError: spec, option, folder) into ``error: ...`` and exit
-    status 2, unless --debug; an interruption says where the finished units are."""
+    status 2, unless --debug; an interruption says where the finished units are.
+
+    SIGTERM is handled like SIGINT (Ctrl-C): the units in flight are lost, the finished ones
+    are kept, the resume hint is printed; the exit status is 130 after SIGINT and 143
+    (128 + 15) after SIGTERM."""
     from .studies.backends import BackendError
 
+    _STATE["terminated"] = False
     try:
-        yield
+        with _sigterm_as_interrupt():
+            yield
     except typer.Exit:
         raise
     except (ValueError, OSError, BackendError) as error:
@@ -59,13 +94,14 @@ def _errors(debug: bool = False, out: Path | None = None) -> Iterator[None]:
         text = " ".join(str(error).split()) or type(error).__name__
         typer.echo(f"error: {text}", err=True)
         raise typer.Exit(code=2) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if debug or _STATE["debug"]:
             raise
+        terminated = isinstance(interrupt, Terminated) or _STATE["terminated"]
         where = f"; finished units are saved in {out}, run the same command to resume" \
             if out is not None else ""
-        typer.echo(f"interrupted{where}", err=True)
-        raise typer.Exit(code=130) from None
+        typer.echo(f"{'terminated' if terminated else 'interrupted'}{where}", err=True)
+        raise typer.Exit(code=143 if terminated else 130) from None
 
 
 # ----------------------------------------------------------------------------- tables
@@ -142,7 +178,7 @@ def _print_warnings(rows: list[dict]) -> None:
 
 def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: bool,
                report: bool, debug: bool, title: str, workers: int | None = None,
-               wait: bool = False) -> object:
+               wait: bool = False, connect_timeout: float | None = None) -> object:
     """Run a resolved spec into ``out``, printing the table as units finish; the folder is
     locked for the whole run (``wait``: wait for another run holding it, else refuse)."""
     from tqdm.auto import tqdm
@@ -157,18 +193,31 @@ def _run_study(spec, out: Path, *, backend: str, address: str | None, quiet: boo
     if workers is not None and address:
         raise ValueError("workers: --workers sets a local Ray instance's CPUs; with --address "
                          "the cluster decides")
+    if connect_timeout is not None and not connect_timeout > 0:
+        raise ValueError(f"connect_timeout: --connect-timeout expects a positive number of "
+                         f"seconds, got {connect_timeout:g}")
     options = {"address": address, "num_cpus": workers} if backend == "ray" else {
         "workers": workers}
+    if backend == "ray" and connect_timeout is not None:
+        options["connect_timeout"] = connect_timeout
     backend_obj = get_backend(backend, **options)
+    probe = getattr(backend_obj, "probe", None)
+    if callable(probe):
+        probe()  # an unreachable cluster stops here: nothing is written to the folder
     store = ResultStore(out)
 
     def note(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
-    with store.lock(wait=wait, log=note):  # one writer per folder, for the whole run
-        store.open(spec)  # a bad folder or another spec's results stop here, before any output
-        return _run_open_study(spec, out, store, backend_obj, quiet=quiet, report=report,
-                               debug=debug, title=title, note=note)
+    try:
+        with store.lock(wait=wait, log=note):  # one writer per folder, for the whole run
+            store.open(spec)  # a bad folder or another spec's results stop here
+            return _run_open_study(spec, out, store, backend_obj, quiet=quiet, report=report,
+                                   debug=debug, title=title, note=note)
+    finally:
+        close = getattr(backend_obj, "close", None)
+        if callable(close):
+            close()  # the cluster connection probe() made, when no run used it
 
 
 def _run_open_study(spec, out: Path, store, backend_obj, *, quiet: bool, report: bool,
@@ -289,6 +338,8 @@ def run(
                                 "(a Ray cluster or a local instance); the same results."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to connect to "
                                        "(default: start a local Ray instance)."),
+    connect_timeout: float = typer.Option(30.0, "--connect-timeout", help="Seconds to reach "
+                                          "the Ray cluster at --address before giving up."),
     workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
                                        "each: threads of this process (local, default up to "
                                        "4) or CPUs of a local Ray instance (default 2)."),
@@ -307,6 +358,7 @@ def run(
             raise ValueError(f"backend: expected local or ray, got {backend!r}")
         _run_study(resolved, out, backend=backend, address=address, quiet=quiet,
                    report=not no_report, debug=debug, workers=workers, wait=wait,
+                   connect_timeout=connect_timeout,
                    title=f"{resolved.name}: {resolved.description}".rstrip(": "))
 
 
@@ -389,8 +441,8 @@ def reproduce(
                                                help="Steps of the exact reverse kernel at "
                                                     "w = 0 (reference.steps)."),
     float64: bool = typer.Option(False, "--float64", help="Sample in float64 (dtype)."),
-    profile_w: float = typer.Option(1.0, "--profile-w", help="Strength of the guidance-effect "
-                                    "profile (profile.png; exact Gaussian mixtures in d <= 2)."),
+    profile_w: float | None = typer.Option(None, "--profile-w", help="Strength of the "
+                                           "guidance-effect profile (metric_options.profile.w)."),
     backend: str = typer.Option("local", "--backend", help="local or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
     workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
@@ -416,7 +468,7 @@ def reproduce(
                               strengths=strengths, classes=class_list,
                               allow_negative=allow_negative or None,
                               reference_steps=reference_steps,
-                              dtype="float64" if float64 else None)
+                              dtype="float64" if float64 else None, profile_w=profile_w)
         out = out if out is not None else Path("results") / spec.name
         title = f"{spec.name}: {spec.description}".rstrip(": ")
         result = _run_study(spec, out, backend=backend, address=address, quiet=quiet,
@@ -427,26 +479,19 @@ def reproduce(
                                  title=f"{spec.name}: {spec.sampler.name}, "
                                        f"T = {spec.sampler.steps}, {spec.trials} trials")
             typer.echo(f"  figure: {figure}")
-        distribution = spec.distribution_object()
-        if spec.model.kind == "exact" and distribution is not None and distribution.dim <= 2 \
-                and "exact_grid" in spec.metrics:
-            typer.echo(f"  profile (where in noise level guidance lowers Q, w = {profile_w:g}): "
-                       f"{_write_profile(spec, out, profile_w)}")
+        profile = _write_profile(result.rows, out)
+        if profile is not None:
+            typer.echo(f"  profile (where in noise level guidance lowers Q): {profile}")
 
 
-def _write_profile(spec, out: Path, w: float) -> Path:
-    """Where in noise level guidance of strength w lowers Q, one curve per class: OUT/profile.png.
+def _write_profile(rows: list[dict], out: Path) -> Path | None:
+    """OUT/profile.png from the profiles the study stored (the ``profile`` metric), one curve
+    per class and strength; None when the study has none."""
+    import json
 
-    The integrand of the decrease formula Q(w) = E[1/p_T(c|Y_T)] - 2w int E[|grad log p_t(c|Y)|^2
-    / p_t(c|Y)] dt along the continuous-time guided reverse SDE (exact scores), propagated on a
-    grid in 1-D and estimated along 4096 paths (500 steps) in 2-D.
-    """
-    from .exact import decrease_profile
+    from .exact import DecreaseProfile
     from .report.profile import plot_profile
 
-    distribution = spec.distribution_object()
-    one_d = distribution.dim == 1
-    profiles = [decrease_profile(distribution, c, w, method="grid" if one_d else "paths",
-                                 num_steps=1000 if one_d else 500, n=4096, seed=spec.seed)
-                for c in spec.classes]
-    return plot_profile(profiles, out / "profile.png")
+    profiles = [DecreaseProfile.from_dict(json.loads(row["profile"])) for row in rows
+                if row.get("profile")]
+    return plot_profile(profiles, out / "profile.png") if profiles else None

@@ -83,6 +83,20 @@ class DecreaseProfile:
     n_paths: int
     num_steps: int
 
+    def to_dict(self) -> dict:
+        """JSON-able (arrays as float64 lists), for a study's store; :meth:`from_dict` reads it."""
+        out = {}
+        for name, value in self.__dict__.items():
+            out[name] = value.tolist() if isinstance(value, torch.Tensor) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DecreaseProfile:
+        """The profile :meth:`to_dict` wrote (arrays back as float64 tensors)."""
+        arrays = ("times", "step_sizes", "alphas", "sigmas", "integrand", "integrand_se")
+        return cls(**{name: (torch.tensor(value, dtype=torch.float64) if name in arrays
+                             else value) for name, value in data.items()})
+
     def decrease_per_log_sigma(self) -> torch.Tensor:
         """2w I(t) sigma^2 / alpha^2 ``[n]``: the decrease of Q per unit log sigma."""
         return 2 * self.w * self.integrand * self.sigmas**2 / self.alphas**2

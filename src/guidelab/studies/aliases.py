@@ -28,6 +28,7 @@ ALIASES = {
     "reference": ("reference.enabled", "--reference"),
     "reference_steps": ("reference.steps", "--reference-steps"),
     "dtype": ("dtype", "--float64"),
+    "profile_w": ("metric_options.profile.w", "--profile-w"),
 }
 """Keyword of :func:`reproduce_spec` -> (spec key, option of ``guidelab reproduce``)."""
 
@@ -77,6 +78,8 @@ def reproduce_spec(builtin: str = "li-jiao-gmm", *, overrides: Sequence[str] = (
                 value = [0.0, *value]
         elif name == "classes":
             value = list(value)
+        elif name == "profile_w":
+            value = [float(value)]
         path, option = ALIASES[name]
         pairs.append((path, value))
         labels[path] = option

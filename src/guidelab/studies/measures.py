@@ -519,3 +519,80 @@ def _score_error_check(spec, distribution) -> tuple[str, str] | None:
 
 register_metric(Metric("score_error", _score_error_measure, _score_error_summarize,
                        OnceRecord.from_dict, ScoreErrorOptions, _score_error_check))
+
+
+# ----------------------------------------------------------------------------- profile
+
+class ProfileOptions(BaseModel):
+    """``[metric_options.profile]``: where in noise level guidance lowers Q.
+
+    Attributes:
+        w: the strengths that get a profile (each must be in ``sweep.w``); one profile per
+            (class, w), computed with the unit.
+        steps: Euler-Maruyama steps of the continuous-time guided reverse SDE.
+        paths: paths of the Monte Carlo estimate (d = 2; in d = 1 the expectations are
+            propagated on a grid, with no Monte Carlo error).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    w: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    steps: int = Field(default=500, ge=10, le=100_000)
+    paths: int = Field(default=4096, ge=16, le=10**7)
+
+
+PROFILE_COLUMNS = ("profile_total", "profile_total_se", "profile_start", "profile_formula_q",
+                   "profile_direct_q", "profile_difference", "profile_difference_se",
+                   "profile")
+"""Columns of the profile metric: 2w times the integral (the decrease the formula predicts)
+with its standard error, E[1/p_T(c|Y_T)], the formula's Q, the direct Q of the same
+continuous-time sampler, their difference (discretisation and Monte Carlo error), and the
+whole profile as JSON (:meth:`guidelab.exact.DecreaseProfile.to_dict`)."""
+
+
+def _profile_measure(ctx: ChunkContext) -> OnceRecord:
+    import json
+
+    from ..exact import decrease_profile
+
+    options = ctx.unit.options or ProfileOptions()
+    wanted = any(math.isclose(ctx.w, w, rel_tol=1e-12, abs_tol=1e-15) for w in options.w)
+    if ctx.start != 0 or not wanted or ctx.unit.reference:
+        return OnceRecord(None)
+    distribution = ctx.unit.distribution
+    one_d = distribution.dim == 1
+    profile = decrease_profile(distribution, ctx.unit.c, ctx.w,
+                               method="grid" if one_d else "paths",
+                               num_steps=options.steps, n=options.paths,
+                               seed=ctx.unit.spec.seed)
+    decrease = 2 * profile.w
+    return OnceRecord({
+        "profile_total": decrease * profile.total, "profile_total_se": decrease * profile.total_se,
+        "profile_start": profile.start, "profile_formula_q": profile.formula_q,
+        "profile_direct_q": profile.direct_q, "profile_difference": profile.difference,
+        "profile_difference_se": profile.difference_se,
+        "profile": json.dumps(profile.to_dict(), allow_nan=False)})
+
+
+def _profile_summarize(record: OnceRecord, unit: UnitContext) -> dict:
+    if record.columns is None:
+        return {key: None for key in PROFILE_COLUMNS}
+    return dict(record.columns)
+
+
+def _profile_check(spec, distribution) -> tuple[str, str] | None:
+    if distribution is None or spec.model.kind != "exact":
+        return ("metrics", "the profile metric follows the exact scores of [distribution]: it "
+                           "needs model.kind = 'exact'")
+    if distribution.dim > 2:
+        return ("metrics", f"the profile metric needs data of dimension 1 or 2, the "
+                           f"distribution has d = {distribution.dim}")
+    options = spec.metric_options.get("profile") or {}
+    missing = [w for w in options.get("w", [1.0])
+               if not any(math.isclose(w, v, rel_tol=1e-12) for v in spec.w)]
+    if missing:
+        return ("metric_options.profile.w", f"w = {missing[0]:g} is not in sweep.w")
+    return None
+
+
+register_metric(Metric("profile", _profile_measure, _profile_summarize, OnceRecord.from_dict,
+                       ProfileOptions, _profile_check))

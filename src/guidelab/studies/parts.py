@@ -68,7 +68,7 @@ from .spec.sections import (
 )
 
 __all__ = ["StudyParts", "study_parts", "prepare", "exact_log_posterior", "load_data",
-           "needs_artifacts"]
+           "needs_artifacts", "unit_fingerprints"]
 
 
 @dataclass
@@ -563,3 +563,56 @@ def prepare(unit_settings: list[Spec], *, progress: bool = True,
         for name, info in parts.artifacts.items():
             out.setdefault(f"{name}:{info.get('path')}", info)
     return out
+
+
+def _file_fingerprint(path: str) -> str:
+    """A cheap fingerprint of a file or folder: every file's relative path, size and
+    modification time (weights of several GB are not read). A guidelab checkpoint or judge
+    file carries the SHA-256 of its tensors in its header, which is used instead."""
+    root = Path(path)
+    if root.is_file() and root.suffix == ".safetensors":
+        try:
+            return "sha256:" + str(models.read_header(root).get("sha256"))
+        except (ValueError, OSError):
+            pass
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    entries = []
+    for file in files:
+        stat = file.stat()
+        entries.append([str(file.relative_to(root)) if file != root else file.name,
+                        stat.st_size, stat.st_mtime_ns])
+    return json.dumps(entries, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=256)
+def _fingerprints_cached(sections_json: str) -> tuple[tuple[str, str], ...]:
+    settings = Spec.model_validate(json.loads(sections_json))
+    out: dict[str, str] = {}
+    split = load_data(settings)
+    if split is not None:
+        out["data"] = split.fingerprint
+    paths = []
+    section = settings.model
+    while isinstance(section, PerturbedModelSpec):
+        section = section.base
+    if isinstance(section, CheckpointModelSpec | DiffusersModelSpec):
+        paths.append(("model", section.path))
+        if isinstance(section, DiffusersModelSpec) and section.vae:
+            paths.append(("vae", section.vae))
+    if isinstance(settings.judge, CheckpointJudgeSpec):
+        paths.append(("judge", settings.judge.path))
+    if isinstance(settings.judge, TorchvisionJudgeSpec):
+        paths.append(("judge", settings.judge.weights))
+    if isinstance(settings.guidance.classifier, CheckpointClassifierSpec):
+        paths.append(("classifier", settings.guidance.classifier.path))
+    for name, path in paths:
+        out[f"{name}_files"] = _file_fingerprint(path)
+    return tuple(sorted(out.items()))
+
+
+def unit_fingerprints(settings: Spec) -> dict[str, str]:
+    """What a unit's rows depend on beyond its settings: the content fingerprint of its data,
+    and of the files its model, judge and classifier are read from (cheap: no training, no
+    loading of weights). The results store hashes them into the unit's identity, so a unit
+    file made from other data or other weights is recomputed."""
+    return dict(_fingerprints_cached(json.dumps(settings.model_dump(), sort_keys=True)))

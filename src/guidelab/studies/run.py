@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import get_backend
-from .parts import needs_artifacts, prepare
+from .parts import needs_artifacts, prepare, unit_fingerprints
 from .pooling import pooled_rows
 from .runner import RESULT_COLUMNS, UnitResult
 from .spec import Spec, load_spec, spec_to_dict
@@ -86,7 +86,8 @@ def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local"
         fingerprints: data and model fingerprints the units' rows depend on (a dict for every
             unit, or a callable of the :class:`~guidelab.studies.units.Unit` returning one);
             part of each unit's identity, so a file made with other fingerprints is
-            recomputed. Default: none.
+            recomputed. Default: :func:`guidelab.studies.parts.unit_fingerprints` (the data's
+            content, the weight files' fingerprints).
         wait: if another run holds the folder, wait for it (saying so) instead of refusing.
 
     Returns:
@@ -94,7 +95,9 @@ def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local"
 
     Raises:
         SpecError, SpecMismatchError, ValueError: bad spec, folder or backend, before any unit
-            runs; FolderBusyError (a ValueError): another run holds the folder.
+            runs (a backend with a ``probe()`` method, e.g. a Ray cluster address, is probed
+            before the folder is created or locked); FolderBusyError (a ValueError): another
+            run holds the folder.
         StoreIOError: a file cannot be written or moved (an OSError naming it).
     """
     from tqdm.auto import tqdm
@@ -103,11 +106,23 @@ def run_spec(spec: Spec | str | Path, out: str | Path, *, backend: Any = "local"
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides)
     backend = get_backend(backend)
-    store = ResultStore(out, fingerprints=fingerprints if fingerprints is not None else {})
-    with store.lock(wait=wait, log=log or tqdm.write):
-        store.open(spec, chunk_rows=chunk_rows)
-        return _run_open(spec, out, store, backend, chunk_rows=chunk_rows, progress=progress,
-                         on_unit=on_unit, log=log, units=units, started=started)
+    probe = getattr(backend, "probe", None)
+    if callable(probe):
+        probe()  # an unreachable cluster stops here, before the folder is created
+    try:
+        if fingerprints is None:  # the content of the data and weight files each unit reads
+            def fingerprints(unit: Unit) -> dict[str, str]:
+                return unit_fingerprints(unit_settings(spec, unit))
+        store = ResultStore(out, fingerprints=fingerprints)
+        with store.lock(wait=wait, log=log or tqdm.write):
+            store.open(spec, chunk_rows=chunk_rows)
+            return _run_open(spec, out, store, backend, chunk_rows=chunk_rows,
+                             progress=progress, on_unit=on_unit, log=log, units=units,
+                             started=started)
+    finally:
+        close = getattr(backend, "close", None)
+        if callable(close):
+            close()  # a connection probe() made and no run used (a busy folder, ...)
 
 
 def _run_open(spec: Spec, out: str | Path, store: ResultStore, backend: Any, *,
