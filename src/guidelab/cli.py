@@ -111,7 +111,9 @@ HEADER = (f"{'sampler':<15} {'class':>5} {'w':>8} {'n':>6} {'Q':>9} {'interval':
 
 
 def _number(value, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None:
+        return "-"  # does not apply (no sample outside the support, no k-hat yet, ...)
+    if isinstance(value, float) and math.isnan(value):
         return "nan"
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
@@ -122,15 +124,36 @@ SUPPORT_HEADER = (f"{'sampler':<15} {'class':>5} {'w':>8} {'n':>6} {'outside':>8
                   f"{'interval':>19} {'mean dist':>9}")
 
 
+GENERIC_HEADER = f"{'sampler':<15} {'class':>5} {'w':>8}  columns of the study's metrics"
+
+
 def _header(spec) -> str:
     """The table's header line: Q's columns when the study measures class probabilities, the
-    mass outside the support for a support study."""
-    if "class_probability" not in spec.metrics and "support" in spec.metrics:
+    mass outside the support for a support study, else the metrics' own columns."""
+    if "class_probability" in spec.metrics:
+        return HEADER
+    if "support" in spec.metrics:
         return SUPPORT_HEADER
-    return HEADER
+    return GENERIC_HEADER
+
+
+def _generic_row(row: dict, extra: list[str]) -> str:
+    """sampler, class, w, then the first numeric columns of the row's metrics."""
+    from .studies.runner import PROVENANCE_COLUMNS
+
+    skip = {"class", "w", "sampler", "steps", *PROVENANCE_COLUMNS, *extra}
+    shown = [f"{key}={_number(value, '.4g')}" for key, value in row.items()
+             if key not in skip and not key.startswith("record_")
+             and (value is None or isinstance(value, (int, float))
+                  and not isinstance(value, bool))][:6]
+    swept = "  " + " ".join(f"{key}={row.get(key)}" for key in extra) if extra else ""
+    return (f"{row['sampler']:<15} {row['class']:>5} {row['w']:>8.4g}  " + " ".join(shown)
+            + swept)
 
 
 def _format_row(row: dict, extra: list[str] = ()) -> str:
+    if "q_mean" not in row and "outside" not in row:
+        return _generic_row(row, list(extra))
     if "q_mean" not in row and "outside" in row:
         swept = "  " + " ".join(f"{key}={row.get(key)}" for key in extra) if extra else ""
         return (f"{row['sampler']:<15} {row['class']:>5} {row['w']:>8.4g} "
