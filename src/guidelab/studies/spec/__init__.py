@@ -42,7 +42,10 @@ A *spec* is a TOML file (or a built-in one shipped in ``guidelab/studies/specs``
     steps = 50
 
 Validation has two stages, both before anything runs, and both report the first problem as
-one line ``<file>: <dotted.key.path>: <what was expected>`` (:class:`SpecError`):
+one line ``<file>: <dotted.key.path>: <what was expected>`` (:class:`SpecError`). Before them,
+the documented maximums of :mod:`.limits` (size of the file, nesting depth, ``trials``,
+``sampler.steps``, sweep lengths, units, ...) are checked on the raw data, so that nothing sized
+by a user's number is built first; validation is linear in the size of the spec.
 
 1. *structure*, by pydantic models with ``extra="forbid"`` and strict types: unknown keys, wrong
    types, out-of-range numbers;

@@ -91,15 +91,38 @@ def parse_set(text: str) -> tuple[str, Any]:
         parts = split_path(key)
     except ValueError as error:
         raise SpecError(f"--set {text}", "", str(error)) from None
+    from .limits import MAX_SPEC_BYTES, check_depth  # limits imports this module
+
+    label = f"--set {format_path(parts)}"
+    if len(value) > MAX_SPEC_BYTES:
+        raise SpecError(label, "", f"a value of {len(value):,} characters is over the limit "
+                        f"of {MAX_SPEC_BYTES:,} (MAX_SPEC_BYTES in guidelab.studies.spec.limits)")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError as error:
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:+/-]*", value):
             parsed = value
         else:
-            raise SpecError(f"--set {text}", "", f"not a TOML value ({error}); strings need "
-                            f"quotes inside lists and tables") from None
+            message = " ".join(str(error).split())
+            raise SpecError(f"--set {text}" if len(text) <= 100 else label, "",
+                            f"not a TOML value ({message}); strings need quotes "
+                            f"inside lists and tables") from None
+    except (RecursionError, MemoryError, ValueError) as error:
+        raise SpecError(label, "", f"not a TOML value ({_parse_failure(error)})") from None
+    try:
+        check_depth(parsed, tuple(parts))
+    except SpecError as error:
+        raise error.with_source(label) from None
     return format_path(parts), parsed
+
+
+def _parse_failure(error: BaseException) -> str:
+    """What a pathological input did to the TOML parser, in a few words."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply to parse"
+    if isinstance(error, MemoryError):
+        return "too large to parse"
+    return " ".join(str(error).split())[:200] or type(error).__name__
 
 
 def apply_overrides(data: dict, overrides: Sequence[tuple[str, Any]]) -> dict:
