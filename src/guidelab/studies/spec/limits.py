@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import SpecError
-from .paths import format_path, split_path
+from .keys import format_path, split_path
 
 __all__ = ["MAX_SPEC_BYTES", "MAX_DEPTH", "MAX_DESCRIPTION_CHARS", "MAX_TRIALS", "MAX_STEPS",
            "MAX_SWEEP_VALUES", "MAX_UNITS", "MAX_SAMPLES", "MAX_QUANTILE_BINS",

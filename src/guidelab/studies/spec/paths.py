@@ -4,47 +4,16 @@ r"""Dotted key paths into a spec (``sampler.options.eta``, ``sweep."sampler.name
 from __future__ import annotations
 
 import copy
-import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import SpecError
+from .keys import format_path, split_path
+from .limits import MAX_SPEC_BYTES, check_depth
 
 __all__ = ["format_path", "split_path", "get_path", "set_path", "parse_set", "apply_overrides"]
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def format_path(loc: Iterable) -> str:
-    """A pydantic ``loc`` (or any key sequence) as a dotted path: ``sweep."sampler.name"[1]``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            part = str(part)
-            key = part if _BARE_KEY.match(part) else json.dumps(part)
-            out += f".{key}" if out else key
-    return out
-
-
-def split_path(path: str) -> list[str]:
-    """``sampler.options.eta`` -> [sampler, options, eta]; quoted parts keep their dots."""
-    try:
-        parsed = tomllib.loads(f"{path} = 0")
-    except tomllib.TOMLDecodeError:
-        raise ValueError(f"expected a dotted key path like sampler.steps, got {path!r}") from None
-    parts = []
-    node: Any = parsed
-    while isinstance(node, dict):
-        if len(node) != 1:
-            raise ValueError(f"expected one dotted key path, got {path!r}")
-        (key, node), = node.items()
-        parts.append(key)
-    return parts
 
 
 def get_path(data: Mapping, path: str | Sequence[str], default: Any = None) -> Any:
@@ -91,8 +60,6 @@ def parse_set(text: str) -> tuple[str, Any]:
         parts = split_path(key)
     except ValueError as error:
         raise SpecError(f"--set {text}", "", str(error)) from None
-    from .limits import MAX_SPEC_BYTES, check_depth  # limits imports this module
-
     label = f"--set {format_path(parts)}"
     if len(value) > MAX_SPEC_BYTES:
         raise SpecError(label, "", f"a value of {len(value):,} characters is over the limit "
