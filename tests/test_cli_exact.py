@@ -28,7 +28,7 @@ def test_li_jiao_1d_writes_grid_columns_and_profile(tmp_path):
               if r["sampler"] == "ddpm_type" and r["class"] != "all"}
     for c in ("0", "1"):
         assert guided[(c, 2.0)] < guided[(c, 0.0)]
-    # the profile is a metric of the study: stored with the rows of its strength (w = 2)
+    # the profile is a metric of the study, stored with the rows of the swept w closest to 1
     profiled = [r for r in rows if r["profile"]]
     assert {(r["class"], float(r["w"])) for r in profiled} == {("0", 2.0), ("1", 2.0)}
     for row in profiled:  # the formula's Q = start - (the decrease), by definition

@@ -528,14 +528,14 @@ class ProfileOptions(BaseModel):
 
     Attributes:
         w: the strengths that get a profile (each must be in ``sweep.w``); one profile per
-            (class, w), computed with the unit.
+            (class, w), computed with the unit. Default: the swept w > 0 closest to 1.
         steps: Euler-Maruyama steps of the continuous-time guided reverse SDE.
         paths: paths of the Monte Carlo estimate (d = 2; in d = 1 the expectations are
             propagated on a grid, with no Monte Carlo error).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    w: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    w: list[float] | None = Field(default=None, min_length=1)
     steps: int = Field(default=500, ge=10, le=100_000)
     paths: int = Field(default=4096, ge=16, le=10**7)
 
@@ -555,7 +555,8 @@ def _profile_measure(ctx: ChunkContext) -> OnceRecord:
     from ..exact import decrease_profile
 
     options = ctx.unit.options or ProfileOptions()
-    wanted = any(math.isclose(ctx.w, w, rel_tol=1e-12, abs_tol=1e-15) for w in options.w)
+    wanted = any(math.isclose(ctx.w, w, rel_tol=1e-12, abs_tol=1e-15)
+                 for w in _profile_strengths(options, ctx.unit.spec.w))
     if ctx.start != 0 or not wanted or ctx.unit.reference:
         return OnceRecord(None)
     distribution = ctx.unit.distribution
@@ -573,6 +574,14 @@ def _profile_measure(ctx: ChunkContext) -> OnceRecord:
         "profile": json.dumps(profile.to_dict(), allow_nan=False)})
 
 
+def _profile_strengths(options: ProfileOptions, sweep_w: list[float]) -> list[float]:
+    """The strengths that get a profile: the options', else the swept w > 0 closest to 1."""
+    if options.w is not None:
+        return options.w
+    positive = [w for w in sweep_w if w > 0]
+    return [min(positive, key=lambda w: (abs(w - 1.0), w))] if positive else []
+
+
 def _profile_summarize(record: OnceRecord, unit: UnitContext) -> dict:
     if record.columns is None:
         return {key: None for key in PROFILE_COLUMNS}
@@ -587,7 +596,7 @@ def _profile_check(spec, distribution) -> tuple[str, str] | None:
         return ("metrics", f"the profile metric needs data of dimension 1 or 2, the "
                            f"distribution has d = {distribution.dim}")
     options = spec.metric_options.get("profile") or {}
-    missing = [w for w in options.get("w", [1.0])
+    missing = [w for w in options.get("w") or []
                if not any(math.isclose(w, v, rel_tol=1e-12) for v in spec.w)]
     if missing:
         return ("metric_options.profile.w", f"w = {missing[0]:g} is not in sweep.w")
