@@ -302,3 +302,33 @@ def test_digits_killed_while_sampling_or_training_resumes_without_retraining(tmp
     resumed = run_spec(spec, tmp_path / "c", progress=False, log=messages.append)
     assert set(resumed.computed) == total - set(done)
     assert not [m for m in messages if "building" in m]
+
+
+def test_a_damaged_artifact_is_moved_aside_and_built_again(tmp_path):
+    from guidelab.studies.artifacts import ModelStore
+
+    store = ModelStore(tmp_path)
+    built = []
+
+    def build():
+        built.append(1)
+        return {"weights": [1.0, 2.0]}, {}
+
+    def save(value, path):
+        path.write_text(json.dumps(value))
+
+    def load(path):
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"path: {path} is damaged ({error})") from None
+
+    first = store.get("toy", {"a": 1}, build=build, save=save, load=load)
+    assert not first.cached and built == [1]
+    assert store.get("toy", {"a": 1}, build=build, save=save, load=load).cached
+    first.path.write_text('{"weights": [1.0, ')  # truncated
+    messages = []
+    again = store.get("toy", {"a": 1}, build=build, save=save, load=load, log=messages.append)
+    assert not again.cached and again.value == {"weights": [1.0, 2.0]} and built == [1, 1]
+    assert any("moved aside" in m for m in messages)
+    assert len(list(tmp_path.glob("toy-*.damaged-*"))) == 1

@@ -9,6 +9,8 @@ dtype, and guidelab's version (a new version never reuses an old artifact). The 
 at ``<store>/<kind>-<key>.safetensors``:
 
 * looked up first: a file that is there is loaded, never rebuilt;
+* a file that fails to load (truncated, edited: its digest does not match) is moved aside and
+  built again;
 * built otherwise, under an exclusive lock on ``<file>.lock`` (a second process, or a Ray
   worker, building the same key waits and then loads), written to a temporary name and renamed,
   so a run killed during training leaves no file and the next run trains that artifact again,
@@ -86,6 +88,21 @@ class ModelStore:
     def path(self, kind: str, key: str) -> Path:
         return self.root / f"{kind}-{key}.safetensors"
 
+    @staticmethod
+    def _load(path: Path, load: Callable[[Path], Any], say: Callable[[str], None]) -> Any:
+        """The artifact at ``path``, or None when the file is damaged (a truncated or edited
+        file fails its digest check): it is moved aside to ``<name>.damaged-<time>`` with one
+        line, and the caller builds the artifact again."""
+        try:
+            return load(path)
+        except (ValueError, OSError) as error:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            aside = path.with_name(f"{path.name}.damaged-{stamp}-{os.getpid()}")
+            os.replace(path, aside)
+            say(f"model store: {path.name} could not be read ({' '.join(str(error).split())}); "
+                f"moved aside to {aside.name}, building it again")
+            return None
+
     def get(self, kind: str, payload: dict, *, build: Callable[[], tuple[Any, dict]],
             save: Callable[[Any, Path], None], load: Callable[[Path], Any],
             log: Callable[[str], None] | None = None) -> Artifact:
@@ -105,7 +122,9 @@ class ModelStore:
         say = log or (lambda message: None)
         start = time.perf_counter()
         if path.exists():
-            return Artifact(load(path), path, key, True, time.perf_counter() - start, {})
+            loaded = self._load(path, load, say)
+            if loaded is not None:
+                return Artifact(loaded, path, key, True, time.perf_counter() - start, {})
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -113,7 +132,9 @@ class ModelStore:
                 from None
         with FileLock(str(path) + ".lock"):
             if path.exists():  # built by another process while this one waited
-                return Artifact(load(path), path, key, True, time.perf_counter() - start, {})
+                loaded = self._load(path, load, say)
+                if loaded is not None:
+                    return Artifact(loaded, path, key, True, time.perf_counter() - start, {})
             say(f"{kind}: building (no artifact {path.name} in {self.root})")
             value, info = build()
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
