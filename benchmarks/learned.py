@@ -8,10 +8,10 @@ conditional and unconditional passes batched into one network call versus two ca
   :class:`guidelab.models.LearnedScoreModel`, in sample-steps per second (N samples x steps /
   wall seconds), with
 
-  - ``one call``: the model's fused ``guided_score``: one network call on [x; x] with labels
-    [c; null], split after (what ClassifierFreeGuidance uses by default);
-  - ``two calls``: ``ClassifierFreeGuidance.two_call``: s(x|c) and s(x) from two separate
-    network calls, then lerp.
+  - ``one call``: the model's ``branch_scores``: one network call on [x; x] with labels
+    [c; null], split after (what the guidance seam uses for a network);
+  - ``two calls``: s(x|c) and s(x) from two separate ``score`` calls, then the same
+    combination.
 
   ``ratio`` is one call over two calls in the same process. Batching pays where a call's fixed
   overhead (Python, operator dispatch, small kernels) dominates: small N; at large N both do
@@ -114,8 +114,11 @@ def time_guided(args) -> list[dict]:
         n = args.n or n
         model = LearnedScoreModel(factory().to(device).eval())
         rule = ClassifierFreeGuidance(model, c=1, strength=STRENGTH)
-        methods = {"two calls": lambda x, a, s, rule=rule: rule.two_call(x, a, s, STRENGTH),
-                   "one call": rule}
+        def two_calls(x, a, s, model=model):
+            return torch.lerp(model.score(x, a, s, None), model.score(x, a, s, 1),
+                              1.0 + STRENGTH)
+
+        methods = {"two calls": two_calls, "one call": rule}
         best = dict.fromkeys(methods, math.inf)
         for score_fn in methods.values():
             time_sampling(score_fn, args.warmup, n, shape, device)

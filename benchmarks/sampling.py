@@ -3,10 +3,13 @@ r"""Throughput of the guided DDPM-type sampler over an exact Gaussian mixture.
 Measures sample-steps per second (N samples x steps / wall seconds) of
 :func:`guidelab.samplers.ddpm_type` driven by
 
-* ``fused``: :class:`guidelab.guidance.ClassifierFreeGuidance`, which calls the mixture's
-  ``guided_score`` (one pass: s^w = sum_k [(1 + w) r_k^c - w r_k] grad log p_{k,t}); at
-  d <= 4 in float32 this is the quadratic-feature kernel (see
+* ``fused``: :class:`guidelab.guidance.ClassifierFreeGuidance` through the guidance seam
+  (:class:`guidelab.guidance.Guided` with the CFG rule, whose coefficients (1 + w, -w) the
+  mixture's one-pass ``combined_score`` evaluates: s^w = sum_k [(1 + w) r_k^c - w r_k]
+  grad log p_{k,t}); at d <= 4 in float32 this is the quadratic-feature kernel (see
   :mod:`guidelab.distributions.gaussian_mixture`);
+* ``fused direct``: the same kernel called directly at every step, as ClassifierFreeGuidance
+  did before the seam (``seam / direct`` is the cost of the seam);
 * ``fused residual``: the same with ``quadratic_features = False`` on the mixture, i.e. the
   residual-form kernel every case used before (the baseline the quadratic features are
   measured against, in the same process);
@@ -17,7 +20,8 @@ Measures sample-steps per second (N samples x steps / wall seconds) of
 and, to show where the time goes, ``conditional`` (w = 0: one class-restricted score per step)
 and ``sampler only`` (a score function returning zeros: the sampler's own arithmetic, noise
 draws and non-finite guard). ``ratio`` is sample-steps/s over the two-call baseline of the
-same case, ``vs residual`` over the ``fused residual`` one. float32, one process, after a
+same case, ``vs residual`` over the ``fused residual`` one, ``vs direct`` over ``fused
+direct``. float32, one process, after a
 warm-up run; each timed run is repeated and the best kept, methods interleaved so that a
 burst of load on a shared machine hits all of them alike.
 
@@ -74,9 +78,13 @@ def score_functions(mixture: GaussianMixture, c: int, w: float):
     def zeros(x, alpha, sigma):
         return torch.zeros_like(x)  # [N, d]
 
+    def direct(x, alpha, sigma):
+        return mixture.combined_score(x, alpha, sigma, c, 1.0 + w, -w)  # [N, d]
+
     return {
         "two-call": two_call,
         "fused": ClassifierFreeGuidance(mixture, c, w),
+        "fused direct": direct,
         "fused residual": ClassifierFreeGuidance(residual, c, w),
         "conditional": ClassifierFreeGuidance(mixture, c, 0.0),
         "sampler only": zeros,
@@ -127,7 +135,8 @@ def run(args) -> list[dict]:
             rows.append({"case": f"d={dim}, K={num_components}", "method": name, "N": n,
                          "steps": args.steps, "seconds": seconds, "rate": rates[name],
                          "ratio": rates[name] / rates["two-call"],
-                         "vs_residual": rates[name] / rates["fused residual"]})
+                         "vs_residual": rates[name] / rates["fused residual"],
+                         "vs_direct": rates[name] / rates["fused direct"]})
     return rows
 
 
@@ -137,13 +146,13 @@ def print_table(rows: list[dict], args) -> None:
           f"device={args.device}, torch {torch.__version__}, threads={torch.get_num_threads()}, "
           f"load average {load:.2f}, best of {args.repeats}")
     header = f"{'case':<14} {'method':<15} {'N':>7} {'steps':>5} {'seconds':>8} " \
-             f"{'sample-steps/s':>14} {'ratio':>6} {'vs residual':>11}"
+             f"{'sample-steps/s':>14} {'ratio':>6} {'vs residual':>11} {'vs direct':>9}"
     print(header)
     print("-" * len(header))
     for row in rows:
         print(f"{row['case']:<14} {row['method']:<15} {row['N']:>7} {row['steps']:>5} "
               f"{row['seconds']:>8.3f} {row['rate']:>14.3e} {row['ratio']:>6.2f} "
-              f"{row['vs_residual']:>11.2f}")
+              f"{row['vs_residual']:>11.2f} {row['vs_direct']:>9.3f}")
 
 
 def profile(args) -> None:

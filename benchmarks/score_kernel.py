@@ -169,7 +169,7 @@ def accuracy_table(device, K=64, d=2, n=2000):
                 def call(model, x, a, s, fn=fn):
                     if fn == "score":
                         return model.score(x, a, s)
-                    return model.guided_score(x, a, s, 1, 2.0)
+                    return model.combined_score(x, a, s, 1, 1 + 2.0, -2.0)
                 reference = call(gm, x.double(), a32, s32)
                 for model in (old, gm):
                     value = call(model, x.to(device), alpha, sigma).double().cpu()

@@ -129,7 +129,7 @@ def test_score_matches_autograd_of_independent_density(bandwidth):
     for c in range(3):
         torch.testing.assert_close(emp.score(x, alpha, sigma, c=c), autograd_score(c))
     w = 1.7
-    torch.testing.assert_close(emp.guided_score(x, alpha, sigma, 1, w),
+    torch.testing.assert_close(emp.combined_score(x, alpha, sigma, 1, 1 + w, -w),
                                (1 + w) * autograd_score(1) - w * autograd_score())
 
 
@@ -290,7 +290,7 @@ def test_validation_errors():
     # no density for the clean empirical distribution, whichever method asks
     for method in (lambda: emp.score(x, 1.0, 0.0), lambda: emp.log_prob(x),
                    lambda: emp.class_posterior(x, 1.0, 0.0),
-                   lambda: emp.guided_score(x, 1.0, 0.0, 1, 2.0),
+                   lambda: emp.combined_score(x, 1.0, 0.0, 1, 1 + 2.0, -2.0),
                    lambda: emp.score(x, torch.ones(4), torch.tensor([0.1, 0.2, 0.0, 0.3]))):
         with pytest.raises(ValueError, match="sigma"):
             method()

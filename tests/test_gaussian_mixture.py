@@ -139,13 +139,14 @@ def test_per_sample_noise_levels_match_scalar_calls(mixture3d):
         torch.testing.assert_close(post_batched[i], mixture3d.class_posterior(x[i:i + 1], a, s)[0])
 
 
-def test_guided_score_is_the_cfg_combination(mixture3d):
+def test_combined_score_is_the_linear_combination_of_the_branches(mixture3d):
     x = torch.randn(64, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     alpha, sigma = 0.6, 0.8
     for w in [0.0, 0.5, 3.0]:
         expected = (1 + w) * autograd_score(mixture3d, x, alpha, sigma, 1) \
             - w * autograd_score(mixture3d, x, alpha, sigma)
-        torch.testing.assert_close(mixture3d.guided_score(x, alpha, sigma, 1, w), expected,
+        torch.testing.assert_close(mixture3d.combined_score(x, alpha, sigma, 1, 1 + w, -w),
+                                   expected,
                                    rtol=1e-9, atol=1e-9)
 
 
@@ -388,7 +389,7 @@ def test_float32_quadratic_kernel_matches_float64(sigma):
     gamma_u, spread_u = score_scales(gm, x64, a32, s32)
     reference = (1 + w) * autograd_score(gm, x64, a32, s32, 1) \
         - w * autograd_score(gm, x64, a32, s32)
-    error = (gm.guided_score(x, alpha, sigma, 1, w).double() - reference).norm(dim=1)
+    error = (gm.combined_score(x, alpha, sigma, 1, 1 + w, -w).double() - reference).norm(dim=1)
     bound = 2 * (K + 4) * U32 * ((1 + w) * gamma_c + w * gamma_u) \
         + 4 * tau * ((1 + w) * spread_c + w * spread_u)
     assert (error <= bound).all()
@@ -440,7 +441,7 @@ def test_quadratic_kernel_bound_and_fallback(monkeypatch):
         - scipy_log_prob(gm, x.double(), a32, s32, 1) - math.log(gm.class_prior[1])
     assert (gap > 100 * math.log(2)).all()
     residual_rows.clear()
-    guided = gm.guided_score(x, alpha, sigma, 1, 2.0)
+    guided = gm.combined_score(x, alpha, sigma, 1, 1 + 2.0, -2.0)
     assert sum(residual_rows) == 50
     reference = 3.0 * autograd_score(gm, x.double(), a32, s32, 1) \
         - 2.0 * autograd_score(gm, x.double(), a32, s32)

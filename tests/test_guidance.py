@@ -38,7 +38,7 @@ def points():
 
 
 class ScoreOnly:
-    """A score model without ``guided_score`` that counts its calls (c=None separately)."""
+    """A score model without ``combined_score`` that counts its calls (c=None separately)."""
 
     def __init__(self, model):
         self.model = model
@@ -64,10 +64,8 @@ def test_cfg_and_classifier_guidance_coincide_for_exact_scores(mixture, points, 
 def test_fused_path_equals_two_call_path(mixture, points, alpha, sigma):
     for w in STRENGTHS[1:]:
         fused_rule = ClassifierFreeGuidance(mixture, 1, w)
-        assert fused_rule.fused
         plain = ScoreOnly(mixture)
         two_call = ClassifierFreeGuidance(plain, 1, w)
-        assert not two_call.fused
         fused, separate = fused_rule(points, alpha, sigma), two_call(points, alpha, sigma)
         assert torch.allclose(fused, separate, rtol=1e-12, atol=1e-12)
         assert plain.calls == {"conditional": 1, "unconditional": 1}
@@ -126,7 +124,7 @@ def test_interval_strength_is_zero_outside_its_interval(mixture, points):
     for alpha, sigma in LEVELS:
         inside = 0.3 < sigma <= 0.7
         w = 3.0 if inside else 0.0
-        expected = mixture.guided_score(points, alpha, sigma, 1, w)
+        expected = mixture.combined_score(points, alpha, sigma, 1, 1 + w, -w)
         assert torch.allclose(rule(points, alpha, sigma), expected, rtol=1e-13, atol=1e-13)
         assert rule.guidance_strength(alpha, sigma) == w
     assert interval(3.0, 0.3, 0.7)(0.9, torch.tensor(0.5)) == 3.0
@@ -150,8 +148,9 @@ def test_per_sample_noise_levels_and_classes(mixture, points):
                  ClassifierGuidance(mixture, mixture, classes, interval(2.0, 0.3, 0.7))):
         out = rule(points, alpha, sigma)
         for i in (0, n // 2, n - 1):
-            one = mixture.guided_score(points[i:i + 1], alpha[i].item(), sigma[i].item(),
-                                       int(classes[i]), w[i].item())
+            wi = w[i].item()
+            one = mixture.combined_score(points[i:i + 1], alpha[i].item(), sigma[i].item(),
+                                         int(classes[i]), 1 + wi, -wi)
             assert torch.allclose(out[i:i + 1], one, rtol=1e-10, atol=1e-10)
 
 

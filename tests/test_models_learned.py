@@ -94,14 +94,14 @@ def test_network_initialisation_is_seeded_and_leaves_the_global_rng_alone():
 
 
 @pytest.mark.parametrize("target", ["eps", "x0", "v"])
-def test_guided_score_is_one_call_and_equals_two_calls(target):
+def test_guidance_is_one_call_and_equals_two_calls(target):
     counting = CountingNetwork(MLPDenoiser(2, 3, hidden=16, depth=1, target=target, seed=1))
     model = LearnedScoreModel(counting)
     x = torch.randn(7, 2, dtype=torch.float64)
     rule = ClassifierFreeGuidance(model, c=2, strength=1.5)
     fused = rule(x, 0.8, 0.6)
-    assert (counting.calls, counting.rows) == (1, 14)
-    two = rule.two_call(x, 0.8, 0.6, 1.5)
+    assert (counting.calls, counting.rows) == (1, 14)  # both branches in one batched call
+    two = 2.5 * model.score(x, 0.8, 0.6, 2) - 1.5 * model.score(x, 0.8, 0.6, None)
     assert counting.calls == 3
     torch.testing.assert_close(fused, two, rtol=1e-5, atol=1e-5)
     # per-row strengths, classes and levels
@@ -111,8 +111,8 @@ def test_guided_score_is_one_call_and_equals_two_calls(target):
     alpha = (1 - sigma**2).sqrt()
     expected = torch.lerp(model.score(x, alpha, sigma, None), model.score(x, alpha, sigma, c),
                           1 + w[:, None])
-    torch.testing.assert_close(model.guided_score(x, alpha, sigma, c, w), expected,
-                               rtol=1e-5, atol=1e-5)
+    guided = ClassifierFreeGuidance(model, c, strength=lambda a, s: w)(x, alpha, sigma)
+    torch.testing.assert_close(guided, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unconditional_score_uses_the_null_label():
@@ -142,7 +142,7 @@ def test_image_network_keeps_the_shape_and_trains_from_a_tensor_data_set():
     assert "tensor data set: 40 rows of shape [1x8x8], 4 classes" == report.config["data"]
     model = LearnedScoreModel(net)
     x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
-    out = model.guided_score(x, 0.6, 0.8, 1, 2.0)
+    out = ClassifierFreeGuidance(model, 1, strength=2.0)(x, 0.6, 0.8)
     assert out.shape == (3, 1, 8, 8) and out.dtype == torch.float64
     with pytest.raises(ValueError, match="^labels"):
         train_denoiser(net, images, None, steps=1, progress=False, device="cpu")
@@ -176,8 +176,8 @@ def test_non_finite_outputs_are_raised_not_returned():
     model = LearnedScoreModel(net)
     with pytest.raises(FloatingPointError, match="^score"):
         model.score(torch.zeros(3, 2), 0.6, 0.8, 1)
-    with pytest.raises(FloatingPointError, match="^guided_score"):
-        model.guided_score(torch.zeros(3, 2), 0.6, 0.8, 1, 2.0)
+    with pytest.raises(FloatingPointError, match="^branch_scores"):
+        model.branch_scores(torch.zeros(3, 2), 0.6, 0.8, 1)
     finite = LearnedScoreModel(MLPDenoiser(2, 2, hidden=8, depth=1))
     torch.nn.init.normal_(finite.network.output.weight)
     with pytest.raises(ValueError, match="^x"):

@@ -76,7 +76,7 @@ def test_noise_has_zero_mean_and_variance_eps_squared_over_sigma_squared():
                                - gm.score(x, math.sqrt(1 - sigma**2), sigma, 1), delta)
 
 
-def test_guided_score_adds_the_guided_error_and_eps_zero_is_the_model():
+def test_guidance_adds_the_guided_error_and_eps_zero_is_the_model():
     gm = mixture()
     x, alpha, sigma = points(32)
     model = Perturbed(gm, 0.1, kind="bias", seed=0)

@@ -169,7 +169,7 @@ def test_score_matches_finite_differences_of_scipy_density(per_sample):
     w = 2.5
     expected = (1 + w) * ref_2d(x, alpha, sigma, 1)[1] - w * ref_2d(x, alpha, sigma)[1]
     torch.testing.assert_close(
-        boxes.guided_score(torch.tensor(x), a, s, 1, w),
+        boxes.combined_score(torch.tensor(x), a, s, 1, 1 + w, -w),
         torch.from_numpy(expected), rtol=1e-9, atol=1e-9)
 
 
@@ -330,7 +330,7 @@ def test_clean_density_and_score():
     with pytest.raises(ValueError, match="outside"):
         boxes.score(x[:1], 1.0, 0.0, c=1)  # inside a class-0 box only
     with pytest.raises(ValueError, match="outside"):
-        boxes.guided_score(x[:2], 1.0, 0.0, 1, 2.0)
+        boxes.combined_score(x[:2], 1.0, 0.0, 1, 1 + 2.0, -2.0)
     # per-sample sigma mixing clean rows and noisy ones
     sigma = torch.tensor([0.0, 0.3, 0.0], dtype=torch.float64)
     alpha = torch.tensor([1.0, 0.9, 1.0], dtype=torch.float64)

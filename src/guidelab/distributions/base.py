@@ -10,13 +10,14 @@ and the mixture stays a mixture with the same weights:
     grad log p_t(x | c) = sum_{k: c_k = c} r_k^c(x) grad log p_{k,t}(x),
 
 with responsibilities r^c = softmax over the class's components of log pi_k + log p_{k,t}(x).
-The guided score of strength w (docs/conventions.md: w = 0 is unguided),
+Any linear combination of the conditional and unconditional scores,
 
-    s^w(x | c) = (1 + w) grad log p_t(x | c) - w grad log p_t(x)
-               = sum_k [(1 + w) r_k^c(x) - w r_k(x)] grad log p_{k,t}(x),
+    a grad log p_t(x | c) + b grad log p_t(x) = sum_k [a r_k^c(x) + b r_k(x)] grad log p_{k,t}(x),
 
-is therefore one weighted sum over the same per-component terms: ``guided_score`` computes the
-conditional and unconditional scores in one pass.
+is therefore one weighted sum over the same per-component terms: ``combined_score`` computes it
+in one pass. Guidance rules that are linear in the two branches (classifier-free guidance and
+its strength schedules, :mod:`guidelab.guidance`) give their coefficients and get the guided
+score at the cost of one score.
 
 A family implements two hooks, both for a chunk of rows:
 
@@ -311,35 +312,40 @@ class LabelledMixture:
         c = self._class_tensor(c, x.shape[0], x.device)
         return self._weighted_score(x, alpha, sigma, c, None)
 
-    def guided_score(self, x: torch.Tensor, alpha: NoiseLevel, sigma: NoiseLevel, c: ClassArg,
-                     strength: float | torch.Tensor) -> torch.Tensor:
-        """s^w(x|c) = (1 + w) grad log p_t(x|c) - w grad log p_t(x) in one pass; ``[N, d]``.
+    def combined_score(self, x: torch.Tensor, alpha: NoiseLevel, sigma: NoiseLevel, c: ClassArg,
+                       cond_weight: float | torch.Tensor,
+                       uncond_weight: float | torch.Tensor) -> torch.Tensor:
+        """a grad log p_t(x|c) + b grad log p_t(x) in one pass; ``[N, d]``.
 
         Args:
-            strength: w, a float or an ``[N]`` tensor (w = 0 is the conditional score).
+            c: the class (an int or an ``[N]`` tensor).
+            cond_weight, uncond_weight: a and b, floats or ``[N]`` tensors.
         """
-        x, alpha, sigma = self._prepare(x, alpha, sigma, "guided_score")
+        x, alpha, sigma = self._prepare(x, alpha, sigma, "combined_score")
         c = self._class_tensor(c, x.shape[0], x.device)
         if c is None:
-            raise ValueError("c: guided_score needs a class")
-        strength = torch.as_tensor(strength, dtype=x.dtype, device=x.device)
-        if strength.ndim > 1 or (strength.ndim == 1 and strength.shape[0] != x.shape[0]):
-            raise ValueError(f"strength: expected a float or shape [{x.shape[0]}], "
-                             f"got {tuple(strength.shape)}")
-        return self._weighted_score(x, alpha, sigma, c, strength)
+            raise ValueError("c: combined_score needs a class")
+        weights = []
+        for name, value in (("cond_weight", cond_weight), ("uncond_weight", uncond_weight)):
+            value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != x.shape[0]):
+                raise ValueError(f"{name}: expected a float or shape [{x.shape[0]}], "
+                                 f"got {tuple(value.shape)}")
+            weights.append(value)
+        return self._weighted_score(x, alpha, sigma, c, tuple(weights))
 
-    def _weighted_score(self, x, alpha, sigma, c, strength) -> torch.Tensor:
+    def _weighted_score(self, x, alpha, sigma, c, weights) -> torch.Tensor:
         params = self._call_params(x, alpha, sigma)
-        out = self._weighted_score_rows(x, alpha, sigma, c, strength, params)
+        out = self._weighted_score_rows(x, alpha, sigma, c, weights, params)
         if not all_finite(out):
             raise FloatingPointError("score: the computation produced non-finite values "
                                      "(overflow); the inputs are too extreme for this dtype")
         return out
 
-    def _weighted_score_rows(self, x, alpha, sigma, c, strength, params) -> torch.Tensor:
-        """sum_k weights_k grad log p_{k,t}(x) chunk by chunk, unchecked; ``[N, d]``.
+    def _weighted_score_rows(self, x, alpha, sigma, c, weights, params) -> torch.Tensor:
+        """sum_k rho_k grad log p_{k,t}(x) chunk by chunk, unchecked; ``[N, d]``.
 
-        ``weights`` are r (c None), r^c, or (1 + w) r^c - w r (``strength`` w given);
+        rho is r (c None), r^c, or a r^c + b r (``weights`` = (a, b), 0-d or ``[N]`` each);
         families with a faster whole-batch evaluation override this.
         """
         out = torch.empty_like(x)
@@ -347,16 +353,16 @@ class LabelledMixture:
             a, s = self._take(alpha, rows), self._take(sigma, rows)
             log_joint, aux = self._log_components(x[rows], a, s, params)  # [n, K]
             if c is None:
-                weights = _row_softmax(log_joint)
+                rho = _row_softmax(log_joint)  # r, [n, K]
             else:
                 mask = self._class_log_mask(self._take(c, rows), params)  # [(n,) K]
-                weights = _row_softmax(log_joint + mask)
-                if strength is not None:
-                    w = self._take(strength, rows)
-                    w = w[:, None] if w.ndim == 1 else w
-                    # (1 + w) r^c - w r = lerp(r, r^c, 1 + w)
-                    weights = torch.lerp(_row_softmax(log_joint), weights, 1 + w)
-            out[rows] = self._combine_scores(weights, aux, x[rows], a, s, params)
+                rho = _row_softmax(log_joint + mask)  # r^c, [n, K]
+                if weights is not None:
+                    a_c, a_u = (self._take(value, rows) for value in weights)
+                    a_c = a_c[:, None] if a_c.ndim == 1 else a_c  # [] or [n, 1]
+                    a_u = a_u[:, None] if a_u.ndim == 1 else a_u
+                    rho = torch.addcmul(rho * a_c, _row_softmax(log_joint), a_u)  # a r^c + b r
+            out[rows] = self._combine_scores(rho, aux, x[rows], a, s, params)
         return out
 
     # ----------------------------------------------------------------- sampling

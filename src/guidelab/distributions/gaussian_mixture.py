@@ -19,7 +19,7 @@ a second one, (r * y / D) U^T. The cost is O(N K d^2) as two matrix products and
 elementwise work, never an ``[N, K, d, d]`` tensor. Differences are taken in the eigenbasis
 before scaling by 1/D, so small sigma costs no precision in the quadratic form.
 
-**Quadratic features** (``score`` and ``guided_score`` of float32 points at d <= 4, one noise
+**Quadratic features** (``score`` and ``combined_score`` of float32 points at d <= 4, one noise
 level shared by the rows, N K >= ``quadratic_min_elements``; log-densities keep the residual
 form, which is as fast for them). With
 P_k = C_k^{-1} = U_k diag(1/D_k) U_k^T and points and means centred on the mean of the means,
@@ -356,17 +356,17 @@ class GaussianMixture(LabelledMixture):
         features[-1].fill_(1.0)
         return features
 
-    def _weighted_score_rows(self, x, alpha, sigma, c, strength, params) -> torch.Tensor:
+    def _weighted_score_rows(self, x, alpha, sigma, c, weights, params) -> torch.Tensor:
         if ("quadratic_base" not in params or "const" not in params
                 or not self.quadratic_features
                 or x.shape[0] * self.num_components < self.quadratic_min_elements):
-            return super()._weighted_score_rows(x, alpha, sigma, c, strength, params)
-        quad = self._quadratic_level(alpha, sigma, params, c, strength is not None)
+            return super()._weighted_score_rows(x, alpha, sigma, c, weights, params)
+        quad = self._quadratic_level(alpha, sigma, params, c, weights is not None)
         out = torch.empty_like(x)  # [N, d]
         redo = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # [N]
         # one bound for the whole batch first: ||x'||_1 <= d max|x| + ||alpha mu_bar||_1
         if self._expansion_ok(float(x.abs().amax()) * self.dim + quad["reach"], quad):
-            self._quadratic_score_rows(x, c, strength, quad, params, out, redo)
+            self._quadratic_score_rows(x, c, weights, quad, params, out, redo)
         else:
             near = self._expansion_ok(torch.sub(x, quad["shift"].T).abs().sum(1), quad)  # [N]
             redo = ~near
@@ -374,13 +374,13 @@ class GaussianMixture(LabelledMixture):
             if rows.numel():
                 part, part_redo = torch.empty_like(x[rows]), torch.zeros_like(redo[rows])
                 self._quadratic_score_rows(x[rows], _take_rows(c, rows),
-                                           _take_rows(strength, rows), quad, params, part,
+                                           _take_rows(weights, rows), quad, params, part,
                                            part_redo)
                 out[rows], redo[rows] = part, part_redo
         if bool(redo.any()):  # rows beyond the bound, and rows whose class sum underflowed
             rows = redo.nonzero()[:, 0]
             out[rows] = super()._weighted_score_rows(
-                x[rows], alpha, sigma, _take_rows(c, rows), _take_rows(strength, rows), params)
+                x[rows], alpha, sigma, _take_rows(c, rows), _take_rows(weights, rows), params)
         return out
 
     def _quadratic_chunks(self, n: int, width: int, device: torch.device):
@@ -390,7 +390,7 @@ class GaussianMixture(LabelledMixture):
         for start in range(0, n, rows):
             yield slice(start, min(n, start + rows))
 
-    def _quadratic_score_rows(self, x, c, strength, quad, params, out, redo) -> None:
+    def _quadratic_score_rows(self, x, c, weights, quad, params, out, redo) -> None:
         """Scores of rows within the expansion's bound into ``out`` ``[N, d]``; rows whose
         class sum fell below TINY_CLASS_TOTAL are flagged in ``redo`` ``[N]``.
 
@@ -402,7 +402,7 @@ class GaussianMixture(LabelledMixture):
         base = params["quadratic_base"]
         d, dtype, device = self.dim, x.dtype, x.device
         weights_t, table_t = quad["weights_t"], quad["table_t"]  # [K, p], [g m, K]
-        guided = strength is not None
+        guided = weights is not None
         m = d * (d + 1) + 1
         K, p = weights_t.shape
         groups = 2 if guided else 1
@@ -441,11 +441,11 @@ class GaussianMixture(LabelledMixture):
             if not guided:
                 score = numer[0].mul_(total[0].reciprocal())  # [d, n]
             else:
-                w = strength if strength.ndim == 0 else strength[rows]  # [] or [n]
+                a_c, a_u = (v if v.ndim == 0 else v[rows] for v in weights)  # [] or [n]
                 redo[rows] = total[1] < TINY_CLASS_TOTAL
-                # (1 + w) s^c - w s from the normalised sums
-                score = numer[1].mul_((1 + w) / total[1]).addcmul_(
-                    numer[0], total[0].reciprocal().mul_(-w))  # [d, n]
+                # a s^c + b s from the normalised sums
+                score = numer[1].mul_(a_c / total[1]).addcmul_(
+                    numer[0], total[0].reciprocal().mul_(a_u))  # [d, n]
             torch.stack(tuple(score), dim=1, out=out[rows])  # [n, d]
 
     # ----------------------------------------------------------------- the rest
@@ -493,7 +493,10 @@ class GaussianMixture(LabelledMixture):
 
 
 def _take_rows(value, rows: torch.Tensor):
-    """value[rows] for per-row tensors; scalars, ints and None unchanged."""
+    """value[rows] for per-row tensors (each of a tuple of them); scalars, ints and None
+    unchanged."""
+    if isinstance(value, tuple):
+        return tuple(_take_rows(item, rows) for item in value)
     if isinstance(value, torch.Tensor) and value.ndim >= 1:
         return value[rows]
     return value

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 
 from ..distributions import GaussianMixture
-from ..guidance import ClassifierFreeGuidance
+from ..guidance import Guided, StepState
 
 __all__ = ["mixture_guided_jacobian", "mixture_guided_divergence", "autograd_jacobian",
            "jacobian_function", "divergence_function", "JacobianFn"]
@@ -167,21 +167,36 @@ def autograd_jacobian(score_fn: Callable, x: torch.Tensor, alpha, sigma
 
 
 def _mixture_rule(score_fn):
-    """(mixture, rule) if score_fn is classifier-free guidance of a Gaussian mixture."""
-    if isinstance(score_fn, ClassifierFreeGuidance) and isinstance(score_fn.model,
-                                                                   GaussianMixture):
-        return score_fn.model, score_fn
-    return None, None
+    """(mixture, strength function) if score_fn is a guided field of a Gaussian mixture whose
+    rule is a combination (1 + w) s(x|c) - w s(x) of its two branches at every level (CFG and
+    its strength schedules): the strength function gives that w at (alpha, sigma)."""
+    if not (isinstance(score_fn, Guided) and isinstance(score_fn.model, GaussianMixture)):
+        return None, None
+    rule = score_fn.rule
+
+    def strength(alpha, sigma):
+        weights = rule.linear(StepState(alpha, sigma, score_fn.guidance_strength(alpha, sigma)))
+        if weights is None or not set(weights) <= {"cond", "uncond"}:
+            return None
+        a_c, a_u = weights.get("cond", 0.0), weights.get("uncond", 0.0)
+        if not bool(torch.all(torch.as_tensor(a_c + a_u) == 1.0)):
+            return None
+        return a_c - 1.0
+
+    if strength(1.0, 0.5) is None:
+        return None, None
+    return score_fn.model, strength
 
 
 def jacobian_function(score_fn: Callable) -> JacobianFn:
     """A function ``(x, alpha, sigma) -> (score, jacobian)`` for ``score_fn``.
 
-    Closed form (:func:`mixture_guided_jacobian`) when ``score_fn`` is a
-    :class:`~guidelab.guidance.ClassifierFreeGuidance` of a
-    :class:`~guidelab.distributions.GaussianMixture` (its strength schedule evaluated at each
-    level), a bare GaussianMixture's unconditional score (``mixture.score`` is not callable
-    this way; pass the mixture itself), else :func:`autograd_jacobian`.
+    Closed form (:func:`mixture_guided_jacobian`) when ``score_fn`` is a guided field
+    (:class:`~guidelab.guidance.Guided`) of a :class:`~guidelab.distributions.GaussianMixture`
+    whose rule combines the branches as (1 + w) s(x|c) - w s(x) (classifier-free guidance with
+    any strength schedule, evaluated at each level), a bare GaussianMixture's unconditional
+    score (``mixture.score`` is not callable this way; pass the mixture itself), else
+    :func:`autograd_jacobian`.
     """
     if isinstance(score_fn, GaussianMixture):
         mixture = score_fn
@@ -190,7 +205,7 @@ def jacobian_function(score_fn: Callable) -> JacobianFn:
     mixture, rule = _mixture_rule(score_fn)
     if mixture is not None:
         return lambda x, alpha, sigma: mixture_guided_jacobian(
-            mixture, x, float(alpha), float(sigma), rule.c, rule.guidance_strength(alpha, sigma))
+            mixture, x, float(alpha), float(sigma), score_fn.c, rule(alpha, sigma))
     return lambda x, alpha, sigma: autograd_jacobian(score_fn, x, alpha, sigma)
 
 
@@ -206,7 +221,7 @@ def divergence_function(score_fn: Callable
     mixture, rule = _mixture_rule(score_fn)
     if mixture is not None:
         return lambda x, alpha, sigma: mixture_guided_divergence(
-            mixture, x, float(alpha), float(sigma), rule.c, rule.guidance_strength(alpha, sigma))
+            mixture, x, float(alpha), float(sigma), score_fn.c, rule(alpha, sigma))
 
     def divergence(x, alpha, sigma):
         score, jac = autograd_jacobian(score_fn, x, alpha, sigma)

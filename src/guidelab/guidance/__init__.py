@@ -5,10 +5,16 @@ the "CFG scale" is 1 + w and is accepted only as ``cfg_scale``.
 
 - :mod:`guidelab.guidance.strength`: strength schedules w(alpha, sigma): :func:`constant`,
   :func:`interval`, and the strength / cfg_scale argument rules.
-- :mod:`guidelab.guidance.rules`: :class:`ClassifierFreeGuidance`, :class:`ClassifierGuidance`.
+- :mod:`guidelab.guidance.base`: the seam: :class:`GuidanceRule` (branches, form, reset,
+  combine) and :class:`Guided` (a model, a rule, a class and a strength bound into the field
+  samplers take);
+- :mod:`guidelab.guidance.rules`: the rules, one file each, and :class:`ClassifierFreeGuidance`,
+  :class:`ClassifierGuidance`.
 """
 
-from .rules import Classifier, ClassifierFreeGuidance, ClassifierGuidance, ScoreModel
+from .base import GuidanceRule, Guided, GuidedPrediction, StepState
+from .protocols import Classifier, ScoreModel
+from .rules import CFG, ClassifierFreeGuidance, ClassifierGuidance, ClassifierRule
 from .strength import (
     ConstantStrength,
     IntervalStrength,
@@ -19,6 +25,12 @@ from .strength import (
 )
 
 __all__ = [
+    "CFG",
+    "ClassifierRule",
+    "Guided",
+    "GuidanceRule",
+    "GuidedPrediction",
+    "StepState",
     "Classifier",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",

@@ -54,7 +54,7 @@ from torch import nn
 
 from .._optional import require
 from ..schedules import DiscreteSchedule
-from .conversions import expand_level, score_from_prediction
+from .conversions import score_from_prediction
 from .learned import check_finite_output, class_labels, levels_as_rows
 
 __all__ = ["DiffusersScoreModel", "CallableClassifier", "from_diffusers", "load_diffusers",
@@ -239,10 +239,11 @@ class DiffusersScoreModel:
         score = score_from_prediction(prediction, self.target, x, alpha_rows, sigma_rows)
         return check_finite_output(score, x, "score")
 
-    def guided_score(self, x: torch.Tensor, alpha, sigma, c, strength) -> torch.Tensor:
-        """lerp(s(x), s(x|c), 1 + w) from ONE network call on [x; x]; ``[N, ...]``."""
+    def branch_scores(self, x: torch.Tensor, alpha, sigma,
+                      c) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s(x|c), s(x)) from ONE network call on [x; x]; ``[N, ...]`` each."""
         if c is None:
-            raise ValueError("c: guided_score needs a class")
+            raise ValueError("c: branch_scores needs a class")
         n = x.shape[0]
         timesteps, _ = self.timesteps(alpha, sigma, n)
         labels = torch.cat([self._labels(c, n, x.device), self._labels(None, n, x.device)])
@@ -253,10 +254,8 @@ class DiffusersScoreModel:
         s_cond = score_from_prediction(prediction[:n], self.target, x, alpha_rows, sigma_rows)
         s_uncond = score_from_prediction(prediction[n:], self.target, x, alpha_rows,
                                          sigma_rows)
-        weight = 1.0 + expand_level(strength, x) if isinstance(strength, torch.Tensor) \
-            else 1.0 + float(strength)
-        return check_finite_output(torch.lerp(s_uncond, s_cond, weight), x,
-                                   "guided_score")  # [N, ...]
+        return (check_finite_output(s_cond, x, "branch_scores"),
+                check_finite_output(s_uncond, x, "branch_scores"))  # [N, ...] each
 
 
 def from_diffusers(unet, scheduler, *, null_class: int | None,
@@ -285,7 +284,7 @@ def from_diffusers(unet, scheduler, *, null_class: int | None,
         max_batch: split calls into chunks of at most this many rows (memory).
 
     Returns:
-        A :class:`DiffusersScoreModel`: ``score``, one-call ``guided_score``, ``schedule``
+        A :class:`DiffusersScoreModel`: ``score``, one-call ``branch_scores``, ``schedule``
         (``DiscreteSchedule`` of the scheduler's betas) and ``timesteps``.
 
     Example (a tiny random network, offline)::

@@ -5,12 +5,13 @@ or v, see :mod:`guidelab.models.conversions`) into the score-model protocol
 
     score(x, alpha, sigma, c=None) = s_theta(x | c)    (c = None: the null label, s_theta(x)),
 
-and gives classifier-free guidance its fused form
+and gives guidance both branches at once,
 
-    guided_score(x, alpha, sigma, c, w) = s(x|c) + w (s(x|c) - s(x)) = lerp(s(x), s(x|c), 1 + w)
+    branch_scores(x, alpha, sigma, c) = (s(x|c), s(x)),
 
 from ONE network call on the concatenated batch [x; x] with labels [c; null] (split after), so
-the guided sampler pays one call per step, not two. :class:`LearnedClassifier` turns a
+a guided sampler pays one call per step, not two, whatever rule combines the branches
+(:mod:`guidelab.guidance`). :class:`LearnedClassifier` turns a
 noise-conditional classifier (logits) into ``log_class_posterior(x, alpha, sigma) =
 log_softmax(logits)``, differentiable in x for classifier guidance.
 
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .conversions import TARGETS, expand_level, score_from_prediction
+from .conversions import TARGETS, score_from_prediction
 
 __all__ = ["LearnedScoreModel", "LearnedClassifier", "levels_as_rows", "class_labels",
            "check_finite_output"]
@@ -189,16 +190,13 @@ class LearnedScoreModel:
         score = score_from_prediction(prediction, self.target, x, alpha_rows, sigma_rows)
         return check_finite_output(score, x, "score")
 
-    def guided_score(self, x: torch.Tensor, alpha: Level, sigma: Level, c: ClassArg,
-                     strength: float | torch.Tensor) -> torch.Tensor:
-        """s^w(x|c) = lerp(s(x), s(x|c), 1 + w) from one network call on [x; x]; ``[N, ...]``.
-
-        Args:
-            strength: w, a float or an ``[N]`` tensor.
-        """
+    def branch_scores(self, x: torch.Tensor, alpha: Level, sigma: Level,
+                      c: ClassArg) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s(x|c), s(x)) from one network call on [x; x] with labels [c; null]; ``[N, ...]``
+        each."""
         _check_sample(x, self.input_shape)
         if c is None:
-            raise ValueError("c: guided_score needs a class")
+            raise ValueError("c: branch_scores needs a class")
         n = x.shape[0]
         conditional = class_labels(c, n, self.num_classes, self.null_class, x.device)  # [N]
         null = class_labels(None, n, self.num_classes, self.null_class, x.device)  # [N]
@@ -209,11 +207,8 @@ class LearnedScoreModel:
                                                         torch.cat([conditional, null]))
         scores = score_from_prediction(prediction, self.target, both, alpha_rows,
                                        sigma_rows)  # [2N, ...]
-        s_cond, s_uncond = scores[:n], scores[n:]  # [N, ...] each
-        weight = 1.0 + expand_level(strength, x) if isinstance(strength, torch.Tensor) \
-            else 1.0 + float(strength)
-        return check_finite_output(torch.lerp(s_uncond, s_cond, weight), x,
-                                   "guided_score")  # [N, ...]
+        scores = check_finite_output(scores, both, "branch_scores")
+        return scores[:n], scores[n:]  # [N, ...] each
 
 
 def _repeat_level(level: Level, n: int, name: str) -> Level:

@@ -44,8 +44,8 @@ class Perturbed:
     """Any score model plus a controlled error of relative size ``eps`` (module docstring).
 
     Args:
-        model: a score model (``score(x, alpha, sigma, c=None)``); its fused ``guided_score``
-            is used when present.
+        model: a score model (``score(x, alpha, sigma, c=None)``); its one-pass
+            ``combined_score`` and one-call ``branch_scores`` are kept when present.
         eps: the root-mean-square error per coordinate of the implied noise prediction
             -sigma s, >= 0.
         kind: ``bias`` (fixed smooth direction field, exact norm) or ``noise`` (fresh Gaussian).
@@ -91,8 +91,10 @@ class Perturbed:
         for name in ("num_classes", "null_class", "input_shape"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
-        if callable(getattr(model, "guided_score", None)):
-            self.guided_score = self._guided_score
+        if callable(getattr(model, "combined_score", None)):
+            self.combined_score = self._combined_score
+        if callable(getattr(model, "branch_scores", None)):
+            self.branch_scores = self._branch_scores
 
     def __repr__(self) -> str:
         return f"Perturbed({self.model!r}, eps={self.eps}, kind={self.kind!r}, seed={self.seed})"
@@ -167,16 +169,26 @@ class Perturbed:
             return score
         return score + self.error(x, sigma, c).to(score.dtype)
 
-    def _guided_score(self, x: torch.Tensor, alpha, sigma, c, strength) -> torch.Tensor:
-        """The model's fused guided score plus (1 + w) delta(x, c) - w delta(x, None)."""
-        guided = self.model.guided_score(x, alpha, sigma, c, strength)
+    def _combined_score(self, x: torch.Tensor, alpha, sigma, c, cond_weight,
+                        uncond_weight) -> torch.Tensor:
+        """The model's one-pass a s(x|c) + b s(x), plus a delta(x, c) + b delta(x, None)."""
+        combined = self.model.combined_score(x, alpha, sigma, c, cond_weight, uncond_weight)
         if self.eps == 0:
-            return guided
-        weight = expand_level(strength, x) if isinstance(strength, torch.Tensor) \
-            else float(strength)
-        delta_c = self.error(x, sigma, c)
-        delta_null = self.error(x, sigma, None)
-        return guided + ((1 + weight) * delta_c - weight * delta_null).to(guided.dtype)
+            return combined
+        a = expand_level(cond_weight, x) if isinstance(cond_weight, torch.Tensor) \
+            else float(cond_weight)
+        b = expand_level(uncond_weight, x) if isinstance(uncond_weight, torch.Tensor) \
+            else float(uncond_weight)
+        error = a * self.error(x, sigma, c) + b * self.error(x, sigma, None)
+        return combined + error.to(combined.dtype)
+
+    def _branch_scores(self, x: torch.Tensor, alpha, sigma, c):
+        """The model's one-call (s(x|c), s(x)), each plus its error delta."""
+        conditional, unconditional = self.model.branch_scores(x, alpha, sigma, c)
+        if self.eps == 0:
+            return conditional, unconditional
+        return (conditional + self.error(x, sigma, c).to(conditional.dtype),
+                unconditional + self.error(x, sigma, None).to(unconditional.dtype))
 
 
 def _derived_seed(*parts) -> int:
