@@ -4,7 +4,16 @@ from .base import LabelledMixture
 from .catalog import CATALOG, adjacent_boxes, default_mixture, register_distribution
 from .empirical import EmpiricalMixture
 from .gaussian_mixture import GaussianMixture
+from .reweight import (
+    class_reweighting,
+    exponential_log_weight,
+    exponential_tilt,
+    log_normaliser,
+    reward_from_class,
+)
 from .uniform_box import UniformBoxMixture
 
 __all__ = ["LabelledMixture", "GaussianMixture", "EmpiricalMixture", "UniformBoxMixture",
-           "CATALOG", "default_mixture", "adjacent_boxes", "register_distribution"]
+           "CATALOG", "default_mixture", "adjacent_boxes", "register_distribution",
+           "exponential_tilt", "exponential_log_weight", "log_normaliser", "class_reweighting",
+           "reward_from_class"]

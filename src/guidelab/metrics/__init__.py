@@ -9,6 +9,9 @@
 - :mod:`guidelab.metrics.dominance`: :class:`DominanceRecord`, a mergeable test that guided
   p(c|Y) stochastically dominates the coupled unguided one (DKW bands, a sign test), which needs
   no moment of 1/p.
+- :mod:`guidelab.metrics.reward`: :class:`WeightRecord`, the mergeable record of E[g(Y)] for a
+  positive weight g (what reward guidance lowers; Q is g = 1/p(c|Y)) with the same tail-aware
+  interval, and of E[r] for the reward r = 1/g.
 - :mod:`guidelab.metrics.calibration`: reliability tables and expected calibration errors of a
   judge p(c|y) on held-out labelled data (:func:`calibration_summary`).
 - :mod:`guidelab.metrics.support`: :class:`SupportRecord`, the mergeable fraction of samples
@@ -27,6 +30,7 @@ from guidelab.metrics.calibration import (
 from guidelab.metrics.classifier import P_QUANTILE_LEVELS, ClassProbabilitySummary
 from guidelab.metrics.dominance import DOMINANCE_VERDICTS, DominanceRecord, dkw_epsilon
 from guidelab.metrics.record import ClassProbabilityRecord, summarize_class_probability
+from guidelab.metrics.reward import WEIGHT_SUMMARY_COLUMNS, WeightRecord
 from guidelab.metrics.support import SupportRecord, clopper_pearson, support_membership
 from guidelab.metrics.tails import (
     KHAT_METHOD,
@@ -47,6 +51,8 @@ __all__ = [
     "KHAT_MIN_TERMS",
     "P_QUANTILE_LEVELS",
     "SupportRecord",
+    "WEIGHT_SUMMARY_COLUMNS",
+    "WeightRecord",
     "calibration_summary",
     "clopper_pearson",
     "dkw_epsilon",

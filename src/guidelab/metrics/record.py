@@ -224,6 +224,127 @@ def _check_bins(value, name: str = "quantile_bins") -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# The mean of positive terms kept in log space, and its tail-aware interval
+
+
+@dataclass(frozen=True)
+class _TailInterval:
+    """The mean of positive terms t_i = exp(g_i) and the interval rule's verdict on it."""
+
+    mean: float
+    se: float
+    low: float
+    high: float
+    method: str
+    khat: float
+    threshold: float
+    top_share: float
+    reliable: bool
+
+
+def _positive_terms_interval(n: int, log_scale: float, scaled_mean: float, scaled_m2: float,
+                             top_log_terms: np.ndarray, *, level: float, top_fraction: float,
+                             top_share_warn: float, floor: float, term: str, prefix: str,
+                             warnings: list[str]) -> _TailInterval:
+    r"""E[t] for n >= 2 positive terms t_i = exp(g_i), from their moments in log scale and
+    largest logs, with the interval rule of :mod:`guidelab.metrics.classifier`.
+
+    mean = exp(s) mean(u), se = exp(s) sd(u) / sqrt(n) with u_i = exp(g_i - s) (s = max g);
+    the interval [mean - z se, mean + z se] has its lower end clipped at ``floor`` (a known
+    lower bound of every term) and its upper end replaced by +inf when the mean overflows, the
+    k-hat is not computable or is above the threshold (in that order). ``term`` (as the
+    warnings name the terms) and ``prefix`` (of the mean's and top share's column names) only
+    change the text of the warnings appended to ``warnings``.
+    """
+    scaled_se = math.sqrt(scaled_m2 / (n - 1)) / math.sqrt(n)
+    mean = _scaled_exp(log_scale, scaled_mean)
+    se = _scaled_exp(log_scale, scaled_se)
+    if not math.isfinite(mean):
+        log_mean = log_scale + math.log(scaled_mean)
+        warnings.append(f"the mean of {term} overflows float64: its log is "
+                        f"{log_mean:.6g} (largest term exp({log_scale:.6g})); "
+                        f"{prefix}_mean is +inf")
+
+    z = float(norm.ppf(0.5 + level / 2))
+    low = max(_scaled_exp(log_scale, scaled_mean - z * scaled_se), floor)
+    share = _top_share_of_logs(n, log_scale, scaled_mean, top_log_terms, top_fraction, prefix,
+                               warnings)
+    khat = _khat_of_logs(n, log_scale, top_log_terms, warnings)
+    threshold = khat_threshold(n)
+
+    if not math.isfinite(mean):
+        method, high = METHOD_OVERFLOW, math.inf
+    elif math.isnan(khat):
+        method, high = METHOD_NO_KHAT, math.inf
+        reason = (f"n = {n} < {KHAT_MIN_TERMS} finite samples" if n < KHAT_MIN_TERMS
+                  else "the tail fit failed")
+        warnings.append(f"Pareto k-hat not computable ({reason}): the plain mean of {term} "
+                        "cannot be checked; interval is [mean - z se, inf)")
+    elif khat > threshold:
+        method, high = METHOD_HEAVY, math.inf
+        warnings.append(
+            f"{term} is heavy-tailed: Pareto k-hat = {khat:.3g} > threshold "
+            f"{threshold:.3g} (n = {n}); the plain mean is unreliable and likely biased low; "
+            "interval is [mean - z se, inf)")
+    elif khat < 0.5:
+        method, high = METHOD_NORMAL, _scaled_exp(log_scale, scaled_mean + z * scaled_se)
+    else:
+        method, high = METHOD_SLOW, _scaled_exp(log_scale, scaled_mean + z * scaled_se)
+        warnings.append(
+            f"{term} may have infinite variance: Pareto k-hat = {khat:.3g} in "
+            f"[0.5, {threshold:.3g}]; the mean converges slowly and the normal interval may "
+            "be too narrow")
+    if share > top_share_warn:
+        m = max(1, math.ceil(round(top_fraction * n, 9)))
+        warnings.append(f"the largest {m} of {n} terms {term} ({top_fraction:.3g} of them) "
+                        f"hold {share:.3g} of the sum (> {top_share_warn:g})")
+    reliable = bool(khat <= threshold and share <= top_share_warn and math.isfinite(mean))
+    return _TailInterval(mean=mean, se=se, low=low, high=high, method=method, khat=khat,
+                         threshold=threshold, top_share=share, reliable=reliable)
+
+
+def _top_share_of_logs(n: int, log_scale: float, scaled_mean: float, top_log_terms: np.ndarray,
+                       fraction: float, prefix: str, warnings: list[str]) -> float:
+    """Share of sum_i t_i held by the largest max(1, ceil(fraction n)) terms: exact when
+    ``top_log_terms`` holds that many, else the share of the kept ones (a lower bound, with a
+    warning naming ``{prefix}_top_share``).
+    """
+    kept = top_log_terms.shape[0]
+    m = max(1, math.ceil(round(fraction * n, 9)))  # round: 0.001 * 3000 is 3.0000000000000004
+    if m > kept:
+        warnings.append(f"{prefix}_top_share is a lower bound: it needs the largest {m} of {n} "
+                        f"terms and the record keeps {kept} (keep_top); pass a larger keep_top")
+    top = np.exp(top_log_terms[:m] - log_scale)  # [min(m, K)] in (0, 1]
+    return float(top.sum() / (n * scaled_mean))
+
+
+def _khat_of_logs(n: int, log_scale: float, top_log_terms: np.ndarray,
+                  warnings: list[str]) -> float:
+    """PSIS k-hat of n terms from the logs of the kept largest (exact while they cover M + 1)."""
+    kept = top_log_terms.shape[0]
+    # Scale the largest term to exp(700) so that no tail term underflows unless the terms
+    # span more than exp(1400); k-hat does not depend on the scale.
+    terms = np.exp(top_log_terms - log_scale + 700.0)  # [K]
+    needed = psis_tail_size(n) + 1
+    if kept >= n or kept >= needed:
+        try:
+            return pareto_khat_of_largest(terms, n)
+        except ImportError as error:
+            if kept >= n:
+                raise
+            warnings.append(f"Pareto k-hat not computed from the kept largest terms: {error}")
+            return math.nan
+    warnings.append(f"Pareto k-hat fitted to the largest {kept - 1} terms (and the next as "
+                    f"cutoff): PSIS uses {needed - 1} at n = {n} but the record keeps {kept} "
+                    "(keep_top); pass a larger keep_top for the standard fit")
+    try:
+        return pareto_khat_of_largest(terms, n, tail_size=kept - 1)
+    except ImportError as error:
+        warnings.append(f"Pareto k-hat not computed from the kept largest terms: {error}")
+        return math.nan
+
+
+# ---------------------------------------------------------------------------------------------
 # The record
 
 
@@ -506,97 +627,23 @@ class ClassProbabilityRecord:
                 inv_prior=inv_prior, khat_method=KHAT_METHOD, warnings=tuple(warnings))
 
         # Q = E[1/p(c|Y)] = exp(s) mean, with s = max l, so nothing overflows before the end.
-        log_scale, scaled_mean = self.q_log_scale, self.q_scaled_mean
-        scaled_se = math.sqrt(self.q_scaled_m2 / (n - 1)) / math.sqrt(n)
-        q_mean = _scaled_exp(log_scale, scaled_mean)
-        q_se = _scaled_exp(log_scale, scaled_se)
-        if not math.isfinite(q_mean):
-            log_q_mean = log_scale + math.log(scaled_mean)
-            warnings.append(f"the mean of 1/p(c|Y) overflows float64: its log is "
-                            f"{log_q_mean:.6g} (largest term exp({log_scale:.6g})); "
-                            "q_mean is +inf")
-
-        z = float(norm.ppf(0.5 + level / 2))
         # Every term is >= 1 (p <= 1), so Q >= 1: a lower end below 1 says nothing and is clipped.
-        q_low = max(_scaled_exp(log_scale, scaled_mean - z * scaled_se), 1.0)
-        q_share = self._top_share(top_fraction, warnings)
-        khat = self._pareto_khat(warnings)
-        threshold = khat_threshold(n)
-
-        if not math.isfinite(q_mean):
-            method, q_high = METHOD_OVERFLOW, math.inf
-        elif math.isnan(khat):
-            method, q_high = METHOD_NO_KHAT, math.inf
-            reason = (f"n = {n} < {KHAT_MIN_TERMS} finite samples" if n < KHAT_MIN_TERMS
-                      else "the tail fit failed")
-            warnings.append(f"Pareto k-hat not computable ({reason}): the plain mean of 1/p(c|Y) "
-                            "cannot be checked; interval is [mean - z se, inf)")
-        elif khat > threshold:
-            method, q_high = METHOD_HEAVY, math.inf
-            warnings.append(
-                f"1/p(c|Y) is heavy-tailed: Pareto k-hat = {khat:.3g} > threshold "
-                f"{threshold:.3g} (n = {n}); the plain mean is unreliable and likely biased low; "
-                "interval is [mean - z se, inf)")
-        elif khat < 0.5:
-            method, q_high = METHOD_NORMAL, _scaled_exp(log_scale, scaled_mean + z * scaled_se)
-        else:
-            method, q_high = METHOD_SLOW, _scaled_exp(log_scale, scaled_mean + z * scaled_se)
-            warnings.append(
-                f"1/p(c|Y) may have infinite variance: Pareto k-hat = {khat:.3g} in "
-                f"[0.5, {threshold:.3g}]; the mean converges slowly and the normal interval may "
-                "be too narrow")
-        if q_share > top_share_warn:
-            m = max(1, math.ceil(round(top_fraction * n, 9)))
-            warnings.append(f"the largest {m} of {n} terms 1/p(c|Y) ({top_fraction:.3g} of them) "
-                            f"hold {q_share:.3g} of the sum (> {top_share_warn:g})")
-        reliable = bool(khat <= threshold and q_share <= top_share_warn and math.isfinite(q_mean))
+        tail = _positive_terms_interval(
+            n, self.q_log_scale, self.q_scaled_mean, self.q_scaled_m2, self.top_log_terms,
+            level=level, top_fraction=top_fraction, top_share_warn=top_share_warn, floor=1.0,
+            term="1/p(c|Y)", prefix="q", warnings=warnings)
 
         return ClassProbabilitySummary(
             n=n, n_nonfinite=self.n_nonfinite,
-            q_mean=q_mean, q_se=q_se, q_low=q_low, q_high=q_high, interval_method=method,
-            level=level, q_top_share=q_share, pareto_khat=khat, khat_threshold=threshold,
-            q_reliable=reliable,
+            q_mean=tail.mean, q_se=tail.se, q_low=tail.low, q_high=tail.high,
+            interval_method=tail.method,
+            level=level, q_top_share=tail.top_share, pareto_khat=tail.khat,
+            khat_threshold=tail.threshold, q_reliable=tail.reliable,
             p_mean=_scaled_exp(self.p_log_scale, self.p_scaled_mean),
             p_se=_scaled_exp(self.p_log_scale,
                              math.sqrt(self.p_scaled_m2 / (n - 1)) / math.sqrt(n)),
             p_quantiles=quantile_pairs, accuracy=accuracy, frac_p_decreased=frac_p_decreased,
             inv_prior=inv_prior, khat_method=KHAT_METHOD, warnings=tuple(warnings))
-
-    def _top_share(self, fraction: float, warnings: list[str]) -> float:
-        """Share of sum_i q_i held by the largest max(1, ceil(fraction n)) terms: exact when the
-        record keeps that many, else the share of the kept ones (a lower bound, with a warning).
-        """
-        n, kept = self.n, self.top_log_terms.shape[0]
-        m = max(1, math.ceil(round(fraction * n, 9)))  # round: 0.001 * 3000 is 3.0000000000000004
-        if m > kept:
-            warnings.append(f"q_top_share is a lower bound: it needs the largest {m} of {n} terms "
-                            f"and the record keeps {kept} (keep_top); pass a larger keep_top")
-        top = np.exp(self.top_log_terms[:m] - self.q_log_scale)  # [min(m, K)] in (0, 1]
-        return float(top.sum() / (n * self.q_scaled_mean))
-
-    def _pareto_khat(self, warnings: list[str]) -> float:
-        """PSIS k-hat of the q_i from the kept largest terms (exact while they cover M + 1)."""
-        n, kept = self.n, self.top_log_terms.shape[0]
-        # Scale the largest term to exp(700) so that no tail term underflows unless the terms
-        # span more than exp(1400); k-hat does not depend on the scale.
-        terms = np.exp(self.top_log_terms - self.q_log_scale + 700.0)  # [K]
-        needed = psis_tail_size(n) + 1
-        if kept >= n or kept >= needed:
-            try:
-                return pareto_khat_of_largest(terms, n)
-            except ImportError as error:
-                if kept >= n:
-                    raise
-                warnings.append(f"Pareto k-hat not computed from the kept largest terms: {error}")
-                return math.nan
-        warnings.append(f"Pareto k-hat fitted to the largest {kept - 1} terms (and the next as "
-                        f"cutoff): PSIS uses {needed - 1} at n = {n} but the record keeps {kept} "
-                        "(keep_top); pass a larger keep_top for the standard fit")
-        try:
-            return pareto_khat_of_largest(terms, n, tail_size=kept - 1)
-        except ImportError as error:
-            warnings.append(f"Pareto k-hat not computed from the kept largest terms: {error}")
-            return math.nan
 
     # -- storage -------------------------------------------------------------------------------
 
