@@ -75,7 +75,8 @@ def test_li_jiao_gmm_writes_table_csv_and_plot(tmp_path):
     (["--trials", "-3"], "error: --trials: trials: expected a positive integer, got -3"),
     (["--sampler", "magic"], "error: --sampler: sampler.name: unknown sampler 'magic'"),
     (["--classes", "0,7"], "error: --classes: sweep.class[1]: unknown class 7"),
-    (["--w", "0,-1"], "guidance.allow_negative"),
+    (["--w", "0,-1"], "error: --w: sweep.w: w = -1 < 0 guides away from the class; pass "
+                      "--allow-negative to run it"),
     (["--steps", "0"], "error: --steps: sampler.steps: expected a positive integer"),
     (["--steps", "5"], "error: --steps: sampler.steps: li_jiao schedule with steps = 5"),
     (["--device", "cuda:9"], "error: --device: device: 'cuda:9'"),
@@ -103,8 +104,8 @@ def test_out_naming_a_file_or_an_unwritable_place_is_one_line(tmp_path):
     a_file.write_text("x")
     result = invoke("run", "smoke", "--out", a_file, "--quiet")
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: out: {a_file} is a file; expected a folder for " \
-                                     f"the results"
+    assert result.output.strip() == f"error: --out: {a_file} is a file; expected a folder " \
+                                     f"for the results"
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir()

@@ -3,10 +3,17 @@
 The page must be self-contained: every image is a PNG data URI that decodes (checked here by
 the PNG signature and IHDR header, and by PIL), nothing is loaded from anywhere (no script,
 link, font or remote URL), and every string from the data is escaped. Headless Chromium (Debian's
-``chromium``; ``.ci/run`` installs it) renders a copy of the page with an appended checker
-script that records, for every image, whether it decoded (``complete && naturalWidth > 0``) and
-its box on the page; the test reads that back from the dumped DOM. The test skips only when no
-Chromium binary is found outside CI (``CI=true`` makes a missing browser a failure).
+``chromium``; ``.ci/run`` installs it) renders a copy of the page at 1280 px wide with an
+appended checker script that opens every ``<details>`` and records, for every image, whether it
+decoded (``complete && naturalWidth > 0``) and its box on the page, the page's scroll width
+against the window's, and every table's scroll width against its container's; the test reads
+that back from the dumped DOM. The Chromium tests skip only when no Chromium binary is found
+outside CI (``CI=true`` makes a missing browser a failure).
+
+The built-in studies run here at tiny sizes (smoke; li-jiao-1d with an exact grid and a
+profile; li-jiao-digits with tiny training; support-leak) and each report is checked: its
+figures decode, it has the glossary, the run's date, the rows pooled over classes and no
+horizontal scroll. The figures' own data are checked in ``test_report_figures.py``.
 """
 
 from __future__ import annotations
@@ -239,16 +246,23 @@ def test_real_run_report_structure(real_run, real_report):
         assert f"{row['pareto_khat']:.3g}" in text, row
 
 
-def test_unit_files_numbers_in_summary(real_run, real_report):
-    """The pooled Q of the summary table is sum_c pi_c Q_c with pi_c = p(c) / sum p(c)."""
+def test_pooled_rows_are_shown(real_run, real_report):
+    """The rows pooled over classes (class "all") are in the tables: with equal trials per
+    class the pooled Q is the mean of the classes' Q (computed here from the unit files), and
+    the pooled reference the mean of 1/p(c)."""
     rows = [r for p in (real_run / "units").glob("*.parquet")
-            for r in pq.read_table(p).to_pylist() if r["sampler"] != "exact_reverse"]
+            for r in pq.read_table(p).to_pylist()]
     text = real_report.read_text()
-    for w in (0.0, 1.0, 4.0):
-        at_w = [r for r in rows if r["w"] == w]
-        prior = np.array([1 / r["inv_prior"] for r in at_w])
-        pooled = float(np.sum(prior / prior.sum() * np.array([r["q_mean"] for r in at_w])))
-        assert f">{pooled:.4g}<" in text
+    assert "Pooled over classes" in text and "all classes (pooled)" in text
+    for sampler in ("ddpm_type", "exact_reverse"):
+        for w in {r["w"] for r in rows if r["sampler"] == sampler}:
+            at_w = [r for r in rows if r["w"] == w and r["sampler"] == sampler]
+            assert len({r["n"] for r in at_w}) == 1 and len(at_w) == 2
+            pooled = float(np.mean([r["q_mean"] for r in at_w]))
+            assert f">{pooled:.4g}<" in text or f">{pooled:.4g} " in text, (sampler, w)
+    inv_prior = float(np.mean([r["inv_prior"] for r in rows if r["sampler"] == "ddpm_type"
+                               and r["w"] == 0]))
+    assert f"1/p(c) = {inv_prior:.4g}" in text
 
 
 def test_synthetic_store_escaping_extras_and_unbounded(tmp_path):
@@ -271,10 +285,43 @@ def test_synthetic_store_escaping_extras_and_unbounded(tmp_path):
     raw = path.read_text()
     assert "<i>" not in raw and "&lt;i&gt;store&lt;/i&gt;" in raw
     assert "tail <heavy> & 'odd'" in text and "tail <heavy>" not in raw
-    assert "grid_q" in text  # the extra column is shown
-    assert "\u2191 unbounded" in text
+    assert "grid Q \u00b1 err" in text  # the exact grid column is shown
+    assert "\u221e) lower bound only" in text
+    assert "not recorded" in text  # no run.json: a hand-made folder
     assert raw.count('class="unreliable"') >= 2  # the heavy rows of both classes
     assert "exact_reverse (reference)" in text
+
+
+def test_a_model_sweep_gets_q_per_model_and_the_model_fit(tmp_path):
+    """A hand-made store swept over ``model`` (the learned-vs-exact layout: a JSON column):
+    a Q(w) figure with one curve per model, and the score error and training loss of each."""
+    base, _ = _mixture_rows()
+    models = {"exact": ('{"kind": "exact"}', 0.0, None),
+              "trained": ('{"kind": "trained", "architecture": "mlp", "hidden": 32}', 0.123,
+                          0.4567)}
+    rows = []
+    for name, (text, error, loss) in models.items():
+        for row in base:
+            if row["sampler"] == "exact_reverse":
+                continue
+            first = row["w"] == 0.0
+            rows.append(dict(row, model=text, unit_id=f"{row['unit_id']}-{name}",
+                             score_error=error if first else None,
+                             training_loss=loss if first else None))
+    spec = TINY_SPEC.replace("w = [0.0, 1.0, 4.0]", "w = [0.0, 1.0, 4.0]\nmodel = "
+                             '[{ kind = "exact" }, { kind = "trained", architecture = "mlp", '
+                             "hidden = 32 }]")
+    root = _write_store(tmp_path / "run", rows, None, spec)
+    path = write_report(root)
+    page = _parse(path)
+    assert len(_check_images(page)) == 1 + 2  # Q per model, then Q(w) per setting
+    alts = [attrs.get("alt") for tag, attrs in page.tags if tag == "img"]
+    assert alts[0] == "Q(w) per model"
+    text = " ".join(page.text)
+    assert "Across settings" in text and "Model fit" in text
+    assert "trained (architecture mlp, hidden 32)" in text
+    assert "0.4567" in text and "0.123" in text  # training loss and score error
+    assert text.index("model = exact") < text.index("model = trained")  # the sweep's order
 
 
 def test_missing_columns_and_parts_are_notes_not_errors(tmp_path):
@@ -331,10 +378,15 @@ def test_cli_report(tmp_path):
 
 # ----------------------------------------------------------------------------- Chromium
 
+WIDTH = 1280
+"""The window width the page must fit without horizontal scrolling."""
+
 _CHECKER = """
 <script>
 (function () {
   function check() {
+    var details = document.querySelectorAll("details");
+    for (var d = 0; d < details.length; d++) { details[d].open = true; }
     var out = [];
     var images = document.querySelectorAll("img");
     for (var i = 0; i < images.length; i++) {
@@ -343,11 +395,23 @@ _CHECKER = """
                 naturalHeight: im.naturalHeight, width: box.width, height: box.height,
                 display: style.display, visibility: style.visibility});
     }
+    var tables = [];
+    var all = document.querySelectorAll("table");
+    for (var t = 0; t < all.length; t++) {
+      var table = all[t], box = table.getBoundingClientRect();
+      tables.push({scrollWidth: table.scrollWidth, width: box.width, right: box.right,
+                   container: table.parentElement.clientWidth,
+                   head: table.querySelector("th") ? table.querySelector("th").textContent
+                                                    : ""});
+    }
     var resources = performance.getEntriesByType("resource").map(function (e) {
       return e.name; });
+    var doc = document.scrollingElement;
     var pre = document.createElement("pre");
     pre.id = "guidelab-check";
-    pre.textContent = JSON.stringify({images: out, resources: resources});
+    pre.textContent = JSON.stringify({images: out, resources: resources, tables: tables,
+                                      scrollWidth: doc.scrollWidth,
+                                      innerWidth: window.innerWidth});
     document.body.appendChild(pre);
   }
   if (document.readyState === "complete") { check(); }
@@ -379,41 +443,192 @@ def _chromium_args(binary: str, profile: Path) -> list[str]:
             f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
 
 
-def test_report_renders_in_headless_chromium(chromium, real_report, tmp_path):
-    binary = chromium
-    html_text = real_report.read_text(encoding="utf-8")
-    expected = html_text.count("<img ")
-    assert expected == 2
-    copy = tmp_path / "checked.html"
-    copy.write_text(html_text.replace("</body>", _CHECKER + "</body>", 1), encoding="utf-8")
-    dump = subprocess.run([*_chromium_args(binary, tmp_path / "profile"), "--dump-dom",
-                           copy.as_uri()], capture_output=True, text=True, timeout=180)
-    assert dump.returncode == 0, dump.stderr[-2000:]
-    page = _Page()
-    page.feed(dump.stdout)
-    found = re.search(r'<pre id="guidelab-check">(.*?)</pre>', dump.stdout, flags=re.S)
-    assert found, "the checker did not run: " + dump.stderr[-2000:]
+def _render(binary: str, report: Path, tmp_path: Path) -> dict:
+    """Render a copy of ``report`` with the checker at WIDTH px and return what it found."""
     import html as html_module
 
-    report = json.loads(html_module.unescape(found.group(1)))
-    images = report["images"]
-    assert len(images) == expected
+    html_text = report.read_text(encoding="utf-8")
+    copy = tmp_path / f"checked-{report.parent.name}.html"
+    copy.write_text(html_text.replace("</body>", _CHECKER + "</body>", 1), encoding="utf-8")
+    dump = subprocess.run([*_chromium_args(binary, tmp_path / f"profile-{report.parent.name}"),
+                           f"--window-size={WIDTH},2000", "--dump-dom", copy.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    assert dump.returncode == 0, dump.stderr[-2000:]
+    found = re.search(r'<pre id="guidelab-check">(.*?)</pre>', dump.stdout, flags=re.S)
+    assert found, "the checker did not run: " + dump.stderr[-2000:]
+    return json.loads(html_module.unescape(found.group(1)))
+
+
+def _check_rendered(result: dict, expected_images: int) -> None:
+    """Every image decoded and laid out, nothing fetched, no horizontal scroll at WIDTH px,
+    and no table wider than its container."""
+    images = result["images"]
+    assert len(images) == expected_images
     for image in images:
         assert image["complete"] and image["naturalWidth"] > 0 and image["naturalHeight"] > 0
         assert image["width"] > 0 and image["height"] > 0  # laid out, so shown
         assert image["display"] != "none" and image["visibility"] == "visible"
     assert all(not name.startswith(("http:", "https:", "ws:", "wss:", "ftp:"))
-               for name in report["resources"]), report["resources"]
+               for name in result["resources"]), result["resources"]
+    assert result["innerWidth"] == WIDTH
+    assert result["scrollWidth"] <= result["innerWidth"], result["scrollWidth"]
+    assert result["tables"]
+    for table in result["tables"]:
+        assert table["scrollWidth"] <= table["container"], table
+        assert table["right"] <= WIDTH, table
+
+
+def test_report_renders_in_headless_chromium(chromium, real_report, tmp_path):
+    binary = chromium
+    expected = real_report.read_text(encoding="utf-8").count("<img ")
+    assert expected == 2
+    _check_rendered(_render(binary, real_report, tmp_path), expected)
 
     shot = tmp_path / "page.png"
     run = subprocess.run([*_chromium_args(binary, tmp_path / "profile2"),
-                          "--window-size=1280,2400", f"--screenshot={shot}",
+                          f"--window-size={WIDTH},2400", f"--screenshot={shot}",
                           real_report.as_uri()], capture_output=True, text=True,
                          timeout=180, cwd=tmp_path)
     assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
     with Image.open(shot) as image:
         pixels = np.asarray(image.convert("RGB"), dtype=np.int16)  # [H, W, 3]
-    assert pixels.shape[:2] == (2400, 1280)
+    assert pixels.shape[:2] == (2400, WIDTH)
     ink = (pixels.min(axis=2) < 200).mean()  # share of pixels darker than a light grey
     colours = len(np.unique(pixels.reshape(-1, 3)[::7], axis=0))
     assert ink > 0.02 and colours > 50, (ink, colours)
+
+
+# ----------------------------------------------------------------------------- built-in studies
+
+DIGITS_TINY = [
+    "trials=12", "sweep.w=[0, 2]", "sweep.class=[0, 3]", "model.steps=30",
+    "guidance.classifier.steps=20", "sampler.steps=12", "judge.inverse_regularisation=[1.0]",
+    "judge.folds=2",
+]
+"""The digits study in seconds (as in test_studies_parts.py)."""
+
+BUILT_IN = {
+    "smoke": [],
+    "li-jiao-1d": ["trials=200", "sampler.steps=50", "metric_options.exact_grid.points=33",
+                   "metric_options.profile.steps=100", "reference.steps=10"],
+    "li-jiao-digits": DIGITS_TINY,
+    "support-leak": ["trials=100", "sampler.steps=30", 'sweep."model.eps"=[0.0, 0.1]'],
+}
+"""Built-in specs at tiny sizes, one of each kind of report."""
+
+EXPECTED_IMAGES = {
+    "smoke": 4,            # per sampler: Q(w), histograms
+    "li-jiao-1d": 3,       # Q(w) with the exact grid, the profile, histograms
+    "li-jiao-digits": 5,   # the judge's reliability; per rule: Q(w), the sample grid
+    "support-leak": 5,     # outside against w; per perturbation (eps, kind): histograms
+}
+
+
+@pytest.fixture(scope="module")
+def built_in(tmp_path_factory) -> dict[str, Path]:
+    """Each built-in study of BUILT_IN run at its tiny size, with its report written."""
+    if not _runner_available():
+        pytest.skip("the studies runner is not available")
+    pytest.importorskip("sklearn")
+    import torch
+
+    from guidelab.studies import load_spec
+    from guidelab.studies.run import run_spec
+
+    root = tmp_path_factory.mktemp("built-in")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("GUIDELAB_CACHE", str(root / "cache"))
+            for name, overrides in BUILT_IN.items():
+                spec = load_spec(name, overrides)
+                run_spec(spec, root / name, progress=False, log=lambda _: None)
+                write_report(root / name)
+                out[name] = root / name
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.mark.parametrize("name", list(BUILT_IN))
+def test_built_in_study_report(built_in, name):
+    folder = built_in[name]
+    report = folder / "report.html"
+    page = _parse(report)
+    _check_self_contained(report, page)
+    assert len(_check_images(page)) == EXPECTED_IMAGES[name]
+    text = " ".join(page.text)
+    raw = report.read_text(encoding="utf-8")
+    # the glossary, and the run's date, host and duration as run.json records them
+    assert 'id="glossary"' in raw and "Glossary" in text
+    runs = json.loads((folder / "run.json").read_text())["runs"]
+    assert len(runs) == 1 and runs[0]["units_computed"] > 0
+    started = runs[0]["started"].replace("T", " ").replace("+00:00", "")
+    assert "run started (UTC)" in text and started in text and runs[0]["host"] in text
+    # rows pooled over classes, and no NaN anywhere in a cell
+    assert "Pooled over classes" in text and "all classes (pooled)" in text
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", raw)
+    assert not [c for c in cells if c.strip() in ("nan", "NaN", "None")]
+    if name == "li-jiao-1d":
+        assert "exact grid" in text and "grid Q \u00b1 err" in text
+        assert "Where guidance acts" in text and "2 standard errors" in text
+        assert "sigma ~ 1" in text and "formula Q" in text
+        for term in ("grid_q_err", "entropy (nats)", "KL (nats)", "profile total"):
+            assert term in text, term
+    if name == "li-jiao-digits":
+        assert "Judge calibration" in text and "ECE" in text
+        assert "CFG = classifier-free guidance" in text
+        assert "classifier guidance with the noisy classifier" in text
+        assert "dominance" in text and "real_q" in text
+    if name == "support-leak":
+        assert "Clopper-Pearson" in text and "outside" in text
+    if name == "smoke":
+        assert "Setting 2" in text
+
+
+def test_q_figure_of_a_store_holds_its_grid_values(built_in):
+    """The Q(w) figure drawn from the store's rows (and the pooled rows, as the report draws
+    it) carries every stored grid_q of the sampler's rows as the exact grid points."""
+    from guidelab.report.plots import q_vs_w_figure
+    from guidelab.studies.pooling import pooled_rows
+    from guidelab.studies.store import ResultStore
+
+    store = ResultStore(built_in["li-jiao-1d"], label="run_dir")
+    rows = store.read_rows()
+    fig = q_vs_w_figure(rows + pooled_rows(store.read_spec(), rows))
+    for c in (0, 1):
+        line = next(a for a in fig.findobj() if a.get_gid() == f"q-grid:class {c}")
+        stored = sorted((r["w"], r["grid_q"]) for r in rows if r["class"] == c
+                        and r["sampler"] != "exact_reverse" and r["grid_q"] is not None)
+        assert len(stored) == 3
+        assert [tuple(p) for p in line.get_xydata().tolist()] == stored
+    pooled = next(a for a in fig.findobj() if a.get_gid() == "q-mc:all classes (pooled)")
+    assert len(pooled.get_xdata()) == 3
+
+
+def test_a_rerun_appends_to_the_run_record(built_in, tmp_path):
+    """run.json keeps one entry per finished run; a rerun that computes nothing says so."""
+    import shutil as shutil_module
+
+    from guidelab.studies.run import run_spec
+
+    folder = tmp_path / "smoke"
+    shutil_module.copytree(built_in["smoke"], folder)
+    run_spec(folder / "spec.toml", folder, progress=False, log=lambda _: None)
+    runs = json.loads((folder / "run.json").read_text())["runs"]
+    assert [r["units_computed"] for r in runs] == [runs[0]["units_computed"], 0]
+    for run in runs:
+        assert run["seconds"] >= 0 and run["host"] and run["guidelab_version"]
+        assert run["started"].endswith("+00:00")
+    from guidelab.report.html import _load, _overview
+
+    overview = _overview(_load(folder))  # the page's facts table, without its figures
+    assert "earlier runs" in overview and runs[0]["host"] in overview
+
+
+@pytest.mark.parametrize("name", list(BUILT_IN))
+def test_built_in_report_fits_1280_px_in_chromium(chromium, built_in, name, tmp_path):
+    report = built_in[name] / "report.html"
+    _check_rendered(_render(chromium, report, tmp_path), EXPECTED_IMAGES[name])

@@ -9,13 +9,20 @@
     guidelab reproduce li-jiao-gmm [--out DIR] [--trials N] [--steps T] [--sampler NAME] ...
 
 Every bad input (a spec key, an option, an output folder) stops with one line
-``error: ...`` on stderr and exit status 2; ``--debug`` (before or after the command) shows the
-traceback instead. Ctrl-C (SIGINT) or SIGTERM stops a run: the finished units are kept and the
-command to resume is printed; the exit status is 130 after SIGINT, 143 after SIGTERM. Guidance
-strengths are Ho & Salimans' w (w = 0 unguided; the "CFG scale" is
-1 + w). One run writes a results folder at a time: another run into it stops at once with a
-line naming the holder, or waits with ``--wait``. ``guidelab verify`` exits 0 when every file
-passes, 1 when some do not (one line each), 2 for bad input.
+``error: ...`` per problem on stderr (a spec lists every problem of its structure at once) and
+exit status 2; ``--debug`` (before or after the command) shows the traceback instead. A problem
+with the folder given as ``--out`` names ``--out``. Ctrl-C (SIGINT) or SIGTERM stops a run: the
+finished units are kept and the command to resume is printed; the exit status is 130 after
+SIGINT, 143 after SIGTERM. Guidance strengths are Ho & Salimans' w (w = 0 unguided; the "CFG
+scale" is 1 + w). One run writes a results folder at a time: another run into it stops at
+once with a line naming the holder, or waits with ``--wait``. ``guidelab verify`` exits 0 when
+every file passes, 1 when some do not (one line each), 2 for bad input.
+
+Progress goes to stderr (tqdm bars, and one line as each long step starts: training, an exact
+grid, a profile, the report; ``--quiet`` turns the bars off); the table, the paths written and,
+last, where the time went go to stdout. The table rounds a KL divergence (never negative) that
+came out negative by rounding to 0: a value below 0 by less than its stated error (``kl_err``),
+or by less than 1e-12 where no error is stated; the stored results keep the computed value.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,16 +40,41 @@ import typer
 
 __all__ = ["app"]
 
+
+def _no_flag_metavar(params: list) -> list:
+    """Flags (``--quiet``, ``--help``) take no value: show none in ``--help`` (Typer's Rich
+    help writes a type, ``<bool>``, beside every option)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    def get_params(self, ctx) -> list:
+        return _no_flag_metavar(super().get_params(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_params(self, ctx) -> list:
+        return _no_flag_metavar(super().get_params(ctx))
+
+
 app = typer.Typer(help="Exact measurements of what guidance does to diffusion samples.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  cls=_Group)
 spec_app = typer.Typer(help="Built-in study specs: list them, show one to copy and edit.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, cls=_Group)
 app.add_typer(spec_app, name="spec")
 
 _STATE = {"debug": False}
 DEBUG_HELP = "Show the full traceback of an error."
 WAIT_HELP = ("If another run is writing the results folder, wait for it to finish (default: "
              "stop at once with a message naming it).")
+QUIET_HELP = "No progress bars (the messages of long steps and the table stay)."
+# Help texts state defaults as "(default: x)", Typer's own "[default: x]" is off
+# (show_default=False): one form everywhere, and no text like "[x]" (a default, a placeholder),
+# which the markup of Typer's Rich help would take for a style and drop.
 
 
 @app.callback()
@@ -72,10 +105,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
+def _error_lines(error: BaseException, out_option: bool) -> list[str]:
+    """The ``error: ...`` lines of a bad input: one per problem of a spec, else one; a problem
+    of the results folder (``out: ...``) names ``--out`` when the folder came from that
+    option."""
+    from .studies.spec import SpecError
+
+    texts = [problem.line for problem in error.problems] if isinstance(error, SpecError) \
+        else [str(error)]
+    lines = []
+    for text in texts:
+        text = " ".join(text.split()) or type(error).__name__
+        if out_option and text.startswith("out: "):
+            text = "--out: " + text[len("out: "):]
+        lines.append(f"error: {text}")
+    return lines
+
+
 @contextlib.contextmanager
 def _errors(debug: bool = False, out: Path | None = None) -> Iterator[None]:
-    """Turn bad input (ValueError, OSError: spec, option, folder) into ``error: ...`` and exit
-    status 2, unless --debug; an interruption says where the finished units are.
+    """Turn bad input (ValueError, OSError: spec, option, folder) into ``error: ...`` lines
+    (one per problem of a spec) and exit status 2, unless --debug; an interruption says where
+    the finished units are. ``out``: the ``--out`` option's value (None when not given).
 
     SIGTERM is handled like SIGINT (Ctrl-C): the units in flight are lost, the finished ones
     are kept, the resume hint is printed; the exit status is 130 after SIGINT and 143
@@ -91,8 +142,8 @@ def _errors(debug: bool = False, out: Path | None = None) -> Iterator[None]:
     except (ValueError, OSError, BackendError) as error:
         if debug or _STATE["debug"]:
             raise
-        text = " ".join(str(error).split()) or type(error).__name__
-        typer.echo(f"error: {text}", err=True)
+        for line in _error_lines(error, out_option=out is not None):
+            typer.echo(line, err=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt as interrupt:
         if debug or _STATE["debug"]:
@@ -127,10 +178,54 @@ SUPPORT_HEADER = (f"{'sampler':<15} {'class':>5} {'w':>8} {'n':>6} {'outside':>8
 GENERIC_HEADER = f"{'sampler':<15} {'class':>5} {'w':>8}  columns of the study's metrics"
 
 
+GRID_HEADER = f" {'grid Q':>16}"
+"""The exact grid's Q (``grid_q`` +- ``grid_q_err``), after the Monte Carlo interval."""
+
+
+def _grid_column(spec) -> bool:
+    """Whether the Q table has the exact grid's Q: the study measures class probabilities and
+    its rows have ``grid_q`` values (the ``exact_grid`` metric)."""
+    return "class_probability" in spec.metrics and "exact_grid" in spec.metrics
+
+
+def _grid_q(row: dict) -> str:
+    """``grid_q +-grid_q_err`` of a row, its value alone without an error (``refine =
+    false``), blank where the row has none (a strength the grid skipped, a pooled row)."""
+    value = row.get("grid_q")
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return ""
+    shown = f"{value:.4f}" if abs(value) < 1e5 else f"{value:.3e}"
+    error = row.get("grid_q_err")
+    if not isinstance(error, (int, float)) or not math.isfinite(error):
+        return shown
+    return f"{shown} +-{error:.1g}"
+
+
+NONNEGATIVE = {"kl": "kl_err"}
+"""Columns that cannot be negative (KL divergences) -> the column of their stated error."""
+ROUNDING = 1e-12
+"""Below 0 by less than this (or by less than the stated error) is rounding: shown as 0."""
+
+
+def _shown(key: str, value, row: dict):
+    """``value`` as the table shows it: a nonnegative quantity (:data:`NONNEGATIVE`) that came
+    out negative by rounding (by less than its stated error, else by less than
+    :data:`ROUNDING`) as 0.0; every other value unchanged (the stored results never change)."""
+    if key not in NONNEGATIVE or not isinstance(value, float) or not value < 0:
+        return value
+    error = row.get(NONNEGATIVE[key])
+    tolerance = error if isinstance(error, float) and math.isfinite(error) else 0.0
+    return 0.0 if -value <= max(tolerance, ROUNDING) else value
+
+
 def _header(spec) -> str:
-    """The table's header line: Q's columns when the study measures class probabilities, the
-    mass outside the support for a support study, else the metrics' own columns."""
+    """The table's header line: Q's columns when the study measures class probabilities (and
+    the exact grid's Q beside them when it has one), the mass outside the support for a support
+    study, else the metrics' own columns."""
     if "class_probability" in spec.metrics:
+        if _grid_column(spec):
+            cut = HEADER.index(" k-hat")
+            return HEADER[:cut] + GRID_HEADER + HEADER[cut:]
         return HEADER
     if "support" in spec.metrics:
         return SUPPORT_HEADER
@@ -142,7 +237,7 @@ def _generic_row(row: dict, extra: list[str]) -> str:
     from .studies.runner import PROVENANCE_COLUMNS
 
     skip = {"class", "w", "sampler", "steps", *PROVENANCE_COLUMNS, *extra}
-    shown = [f"{key}={_number(value, '.4g')}" for key, value in row.items()
+    shown = [f"{key}={_number(_shown(key, value, row), '.4g')}" for key, value in row.items()
              if key not in skip and not key.startswith("record_")
              and (value is None or isinstance(value, (int, float))
                   and not isinstance(value, bool))][:6]
@@ -151,7 +246,8 @@ def _generic_row(row: dict, extra: list[str]) -> str:
             + swept)
 
 
-def _format_row(row: dict, extra: list[str] = ()) -> str:
+def _format_row(row: dict, extra: list[str] = (), grid: bool = False) -> str:
+    """One line of the table (``grid``: with the exact grid's Q column)."""
     if "q_mean" not in row and "outside" not in row:
         return _generic_row(row, list(extra))
     if "q_mean" not in row and "outside" in row:
@@ -166,7 +262,8 @@ def _format_row(row: dict, extra: list[str] = ()) -> str:
     swept = "  " + " ".join(f"{key}={row.get(key)}" for key in extra) if extra else ""
     return (f"{row['sampler']:<15} {row['class']:>5} {row['w']:>8.4g} {row['n']:>6} "
             f"{_number(row['q_mean'], '.4f'):>9} [{_number(row['q_low'], '.4f'):>7}, "
-            f"{_number(row['q_high'], '.4f'):>7}] {_number(row['pareto_khat'], '.2f'):>6} "
+            f"{_number(row['q_high'], '.4f'):>7}]{f' {_grid_q(row):>16}' if grid else ''} "
+            f"{_number(row['pareto_khat'], '.2f'):>6} "
             f"{_number(row['q_top_share'], '.4f'):>7} {_number(row['p_mean'], '.4f'):>7} "
             f"{_number(row['accuracy'], '.4f'):>7} {decreased:>8} "
             f"{_number(row.get('inv_prior'), '.4f'):>8}{flag}{swept}")
@@ -177,7 +274,7 @@ def _extra_columns(spec) -> list[str]:
     return [key for key in spec.swept_keys if key not in ("class", "sampler.name")]
 
 
-def _print_pooled(result, extra: list[str]) -> None:
+def _print_pooled(result, extra: list[str], grid: bool = False) -> None:
     """The rows pooled over classes (class = all), the paper's statistic."""
     if not result.pooled or "q_mean" not in result.pooled[0] and "outside" not in \
             result.pooled[0]:
@@ -185,7 +282,7 @@ def _print_pooled(result, extra: list[str]) -> None:
     typer.echo("pooled over classes (class = all: every sample of every class together)")
     for row in result.pooled:
         row = dict(row, n=row.get("n", 0) or 0, support_n=row.get("support_n", 0) or 0)
-        typer.echo(_format_row(row, extra))
+        typer.echo(_format_row(row, extra, grid))
 
 
 def _print_warnings(rows: list[dict]) -> None:
@@ -252,6 +349,7 @@ def _run_open_study(spec, out: Path, store, backend_obj, *, quiet: bool, report:
     from .studies.units import expand_units
 
     extra = _extra_columns(spec)
+    grid = _grid_column(spec)
     typer.echo(title)
     typer.echo("w is Ho & Salimans' guidance strength (w = 0 unguided, CFG scale = 1 + w); "
                "interval: see interval_method in the results; '!' marks an unreliable mean")
@@ -260,14 +358,16 @@ def _run_open_study(spec, out: Path, store, backend_obj, *, quiet: bool, report:
     if done:
         order = [unit.id for unit in expand_units(spec) if unit.id in done]
         for row in store.read_rows(order):
-            typer.echo(_format_row(row, extra))
+            typer.echo(_format_row(row, extra, grid))
 
     def on_unit(result) -> None:
         for row in result.rows:
-            tqdm.write(_format_row(row, extra))
+            tqdm.write(_format_row(row, extra, grid))
 
-    result = run_spec(spec, out, backend=backend_obj, progress=not quiet, on_unit=on_unit)
-    _print_pooled(result, extra)
+    # messages (training, each exact grid and profile as it starts) go to stderr, with the bars
+    result = run_spec(spec, out, backend=backend_obj, progress=not quiet, on_unit=on_unit,
+                      log=note)
+    _print_pooled(result, extra, grid)
     _print_warnings(result.rows)
     computed, skipped = len(result.computed), len(result.skipped)
     typer.echo(f"{len(result.units)} units ({computed} computed now, {skipped} already there) "
@@ -276,10 +376,36 @@ def _run_open_study(spec, out: Path, store, backend_obj, *, quiet: bool, report:
     typer.echo(f"  spec: {out / 'spec.toml'}")
     typer.echo(f"  table: {result.csv}")
     if report:
+        note(f"{spec.name}: writing the HTML report")
+        began = time.perf_counter()
         path = _write_report(out, debug)
+        result.timings["report"] = time.perf_counter() - began
         if path is not None:
             typer.echo(f"  report (HTML): {path}")
     return result
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _print_times(result, started: float) -> None:
+    """Where the time of the command went: in all; training and artifacts, the report; and,
+    summed over the units computed now (which may run in parallel), the samplers and each
+    metric's measurements, slowest first."""
+    timings = getattr(result, "timings", None) or {}
+    parts = [f"training and artifacts {_seconds(timings.get('artifacts', 0.0))}"]
+    if "report" in timings:
+        parts.append(f"report {_seconds(timings['report'])}")
+    typer.echo(f"time: {_seconds(time.perf_counter() - started)} in all; "
+               + ", ".join(parts))
+    if result.computed:
+        metrics = sorted((timings.get("metrics") or {}).items(), key=lambda item: -item[1])
+        spent = [f"sampling {_seconds(timings.get('sampling', 0.0))}",
+                 *(f"{name} {_seconds(seconds)}" for name, seconds in metrics)]
+        count = len(result.computed)
+        typer.echo(f"  summed over the {count} unit{'s' if count > 1 else ''} computed now: "
+                   + ", ".join(spent))
 
 
 def _write_report(out: Path, debug: bool) -> Path | None:
@@ -300,7 +426,7 @@ def _write_report(out: Path, debug: bool) -> Path | None:
 
 # ----------------------------------------------------------------------------- spec
 
-@spec_app.command("list")
+@spec_app.command("list", cls=_Command)
 def spec_list() -> None:
     """The built-in studies with their descriptions, then every registered part (families,
     data sources, models, judges, samplers, metrics) and where it came from."""
@@ -322,7 +448,7 @@ def spec_list() -> None:
         typer.echo(f"warning: {problem}", err=True)
 
 
-@spec_app.command("show")
+@spec_app.command("show", cls=_Command)
 def spec_show(
     name: str = typer.Argument(..., help="A built-in spec name, or a spec file."),
     resolved: bool = typer.Option(False, "--resolved", help="Print the resolved spec: every "
@@ -348,47 +474,52 @@ def spec_show(
 
 # ----------------------------------------------------------------------------- run, report
 
-@app.command("run")
+@app.command("run", cls=_Command)
 def run(
     spec: str = typer.Argument(..., help="A spec file (TOML) or a built-in spec name."),
-    out: Path | None = typer.Option(None, "--out", help="Results folder (default "
-                                    "results/<spec name>). A rerun with the same spec "
-                                    "computes only the missing units."),
+    out: Path | None = typer.Option(None, "--out", help="Results folder (default: "
+                                    "results/NAME, NAME the spec's name). A rerun with the "
+                                    "same spec computes only the missing units."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=TOML value, "
                                    "e.g. --set trials=400 --set 'sweep.w=[0, 1, 10]'. "
                                    "Repeatable."),
-    backend: str = typer.Option("local", "--backend", help="local (this process) or ray "
-                                "(a Ray cluster or a local instance); the same results."),
+    backend: str = typer.Option("local", "--backend", show_default=False,
+                                help="local (this process) or ray (a Ray cluster or a local "
+                                     "instance); the same results (default: local)."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to connect to "
                                        "(default: start a local Ray instance)."),
-    connect_timeout: float = typer.Option(30.0, "--connect-timeout", help="Seconds to reach "
-                                          "the Ray cluster at --address before giving up."),
+    connect_timeout: float = typer.Option(30.0, "--connect-timeout", show_default=False,
+                                          help="Seconds to reach the Ray cluster at --address "
+                                               "before giving up (default: 30)."),
     workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
-                                       "each: threads of this process (local, default up to "
-                                       "4) or CPUs of a local Ray instance (default 2)."),
+                                       "each: threads of this process or CPUs of a local Ray "
+                                       "instance (default: up to 4 threads locally, 2 CPUs "
+                                       "for Ray)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Run a study: every unit of its sweep, stored in OUT as one Parquet file per unit."""
     from .studies.spec import load_spec
 
+    started = time.perf_counter()
     with _errors(debug, out):
         resolved = load_spec(spec, set_)
         out = out if out is not None else Path("results") / resolved.name
         if backend not in ("local", "ray"):
             raise ValueError(f"backend: expected local or ray, got {backend!r}")
-        _run_study(resolved, out, backend=backend, address=address, quiet=quiet,
-                   report=not no_report, debug=debug, workers=workers, wait=wait,
-                   connect_timeout=connect_timeout,
-                   title=f"{resolved.name}: {resolved.description}".rstrip(": "))
+        result = _run_study(resolved, out, backend=backend, address=address, quiet=quiet,
+                            report=not no_report, debug=debug, workers=workers, wait=wait,
+                            connect_timeout=connect_timeout,
+                            title=f"{resolved.name}: {resolved.description}".rstrip(": "))
+        _print_times(result, started)
 
 
-@app.command("report")
+@app.command("report", cls=_Command)
 def report(
     run_dir: Path = typer.Argument(..., help="A results folder written by `guidelab run`."),
-    out: Path | None = typer.Option(None, "--out", help="The HTML file to write (default "
+    out: Path | None = typer.Option(None, "--out", help="The HTML file to write (default: "
                                     "RUN_DIR/report.html)."),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
@@ -400,10 +531,11 @@ def report(
             from .report import write_report
         except ImportError as error:
             raise ValueError(f"report: the HTML report is not available ({error})") from None
+        typer.echo(f"{run_dir}: writing the HTML report", err=True)
         typer.echo(f"wrote {write_report(run_dir, out=out)}")
 
 
-@app.command("verify")
+@app.command("verify", cls=_Command)
 def verify(
     run_dir: Path = typer.Argument(..., help="A results folder written by `guidelab run`."),
     quarantine: bool = typer.Option(False, "--quarantine", help="Move the files that fail into "
@@ -438,10 +570,11 @@ def _parse_list(text: str | None, kind, option: str) -> list | None:
         raise ValueError(f"{option}: expected comma-separated {noun}, got {text!r}") from None
 
 
-@app.command("reproduce")
+@app.command("reproduce", cls=_Command)
 def reproduce(
     name: str = typer.Argument(..., help="A built-in study (guidelab spec list)."),
-    out: Path | None = typer.Option(None, "--out", help="Results folder [results/NAME]."),
+    out: Path | None = typer.Option(None, "--out", help="Results folder (default: "
+                                    "results/NAME)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=TOML value. "
                                    "Repeatable."),
     trials: int | None = typer.Option(None, "--trials", help="Samples per class and strength "
@@ -451,7 +584,8 @@ def reproduce(
                                        "(sampler.name)."),
     schedule: str | None = typer.Option(None, "--schedule", help="li_jiao, linear or cosine "
                                         "(sampler.schedule)."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1, auto."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 or auto "
+                                      "(device)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of all noise; every w shares "
                                     "it."),
     w: str | None = typer.Option(None, "--w", help="Comma-separated strengths w (0 is always "
@@ -466,23 +600,27 @@ def reproduce(
     float64: bool = typer.Option(False, "--float64", help="Sample in float64 (dtype)."),
     profile_w: float | None = typer.Option(None, "--profile-w", help="Strength of the "
                                            "guidance-effect profile (metric_options.profile.w)."),
-    backend: str = typer.Option("local", "--backend", help="local or ray."),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
+    backend: str = typer.Option("local", "--backend", show_default=False,
+                                help="local or ray (default: local)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address "
+                                       "(default: start a local Ray instance)."),
     workers: int | None = typer.Option(None, "--workers", help="Units at a time, one CPU "
-                                       "each."),
+                                       "each (default: up to 4 threads locally, 2 CPUs for "
+                                       "Ray)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """Run a built-in study (li-jiao-gmm, li-jiao-1d, li-jiao-digits, learned-vs-exact,
     support-leak, smoke, ...) into OUT: units/*.parquet, results.csv, report.html, q_vs_w.png.
 
-    The options are aliases of spec keys (--trials is --set trials=N, ...); `guidelab spec show
-    NAME` prints the spec they modify.
+    The options are aliases of spec keys (--trials is --set trials=N, ...); an option left out
+    keeps the spec's value. `guidelab spec show NAME` prints the spec they modify.
     """
     from .report.plots import plot_q_vs_w
     from .studies.aliases import reproduce_spec
 
+    started = time.perf_counter()
     with _errors(debug, out):
         strengths = _parse_list(w, float, "--w")
         class_list = _parse_list(classes, int, "--classes")
@@ -505,6 +643,7 @@ def reproduce(
         profile = _write_profile(result.rows, out)
         if profile is not None:
             typer.echo(f"  profile (where in noise level guidance lowers Q): {profile}")
+        _print_times(result, started)
 
 
 def _write_profile(rows: list[dict], out: Path) -> Path | None:

@@ -3,7 +3,11 @@ r"""Command-line aliases of spec keys: ``guidelab reproduce NAME --trials 400`` 
 
 :data:`ALIASES` maps each keyword of :func:`reproduce_spec` to its spec key and the option
 that names it in messages, so a bad value is reported as the option the user typed
-(``--trials: trials: expected a positive integer, got -3``).
+(``--trials: trials: expected a positive integer, got -3``), in words that option can act on:
+a message that says to set a spec key an option also sets says to pass the option
+(``pass --allow-negative`` rather than ``set guidance.allow_negative = true``), and a problem
+with a value an option gave is stated in what the option sets (``--steps``: the smallest valid
+number of steps, not the schedule's constants, which no option sets).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Sequence
 
-from .spec import Spec, apply_overrides, builtin_spec_text, parse_set, validate_spec
+from .spec import Spec, SpecError, apply_overrides, builtin_spec_text, parse_set, validate_spec
 
 __all__ = ["default_strengths", "reproduce_spec", "li_jiao_spec", "ALIASES"]
 
@@ -87,8 +91,27 @@ def reproduce_spec(builtin: str = "li-jiao-gmm", *, overrides: Sequence[str] = (
         path, value = parse_set(text)
         pairs.append((path, value))
         labels.setdefault(path, f"--set {path}")
-    return validate_spec(apply_overrides(data, pairs), f"{builtin} (built-in)",
-                         set_keys=labels)
+    try:
+        return validate_spec(apply_overrides(data, pairs), f"{builtin} (built-in)",
+                             set_keys=labels)
+    except SpecError as error:
+        raise error.map(_in_options) from None
+
+
+_FLAGS = {f"set {path} = true": f"pass {option}" for path, option in ALIASES.values()
+          if option in ("--allow-negative",)}
+"""Advice to set a boolean spec key -> the flag of ``guidelab reproduce`` that sets it."""
+
+
+def _in_options(problem: SpecError) -> SpecError:
+    """``problem`` in the words of ``guidelab reproduce``'s options (module docstring)."""
+    message = problem.message
+    option = problem.source.startswith("--") and not problem.source.startswith("--set ")
+    if option and problem.option_message is not None:
+        message = problem.option_message
+    for advice, flag in _FLAGS.items():
+        message = message.replace(advice, flag)
+    return SpecError(problem.source, problem.path, message)
 
 
 li_jiao_spec = reproduce_spec

@@ -45,6 +45,8 @@ class UnitContext:
         unit_id: the unit's id.
         parts: the unit's :class:`~guidelab.studies.parts.StudyParts` (model, judge, data).
         inv_prior: 1/p(c) of the exact family (the identity's value), or None.
+        log: where a metric says what a long step is doing (the run's log), or None (say
+            nothing).
     """
 
     spec: Any
@@ -55,6 +57,7 @@ class UnitContext:
     unit_id: str
     parts: Any = None
     inv_prior: float | None = None
+    log: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -274,10 +277,27 @@ def _exact_grid_measure(ctx: ChunkContext) -> OnceRecord:
     if ctx.start != 0 or not wanted:
         return OnceRecord(None)
     sampler, schedule, sampler_options = _exact_grid_target(ctx.unit)
+    _say_grid(ctx, sampler, options)
     columns = exact_columns(ctx.unit.distribution, ctx.unit.c, ctx.w, sampler, schedule,
                             sampler_options=sampler_options or None, points=options.points,
                             refine=options.refine)
     return OnceRecord(columns)
+
+
+def _say_grid(ctx: ChunkContext, sampler: str, options: ExactGridOptions) -> None:
+    """One line in the run's log as a grid propagation starts (minutes at fine grids), e.g.
+    ``exact grid: class 0, w = 1 (ddpm_type; 49 x 49 nodes, then 97 x 97)``."""
+    from ..exact import GRID_SAMPLERS, default_grid
+
+    distribution = ctx.unit.distribution
+    if ctx.unit.log is None or sampler not in GRID_SAMPLERS or distribution.dim > 2 or (
+            sampler == "exact_reverse" and ctx.w):
+        return  # exact_columns returns at once
+    points = default_grid(distribution, options.points).points
+    nodes = " x ".join(str(n) for n in points)
+    then = f", then {' x '.join(str(2 * n - 1) for n in points)}" if options.refine else ""
+    ctx.unit.log(f"exact grid: class {ctx.unit.c}, w = {ctx.w:g} ({sampler}; {nodes} "
+                 f"node{'s' if math.prod(points) > 1 else ''}{then})")
 
 
 def _exact_grid_summarize(record: OnceRecord, unit: UnitContext) -> dict:
@@ -381,8 +401,7 @@ CALIBRATION_COLUMNS = ("judge_n", "judge_accuracy", "judge_log_loss", "ece_top",
 
 
 def _calibration_measure(ctx: ChunkContext) -> OnceRecord:
-    import json
-
+    from .. import _json
     from ..metrics.calibration import calibration_summary
 
     if ctx.start != 0 or not ctx.is_baseline:
@@ -398,7 +417,7 @@ def _calibration_measure(ctx: ChunkContext) -> OnceRecord:
                "ece_classwise": summary["ece_classwise"], "real_n": int(mine.sum()),
                "real_q": float(torch.exp(-own).mean()) if own.numel() else None,
                "real_p_mean": float(torch.exp(own).mean()) if own.numel() else None,
-               "calibration": json.dumps(summary, sort_keys=True, allow_nan=False)}
+               "calibration": _json.dumps(summary, sort_keys=True)}
     return OnceRecord(columns)
 
 
@@ -550,8 +569,7 @@ whole profile as JSON (:meth:`guidelab.exact.DecreaseProfile.to_dict`)."""
 
 
 def _profile_measure(ctx: ChunkContext) -> OnceRecord:
-    import json
-
+    from .. import _json
     from ..exact import decrease_profile
 
     options = ctx.unit.options or ProfileOptions()
@@ -561,6 +579,10 @@ def _profile_measure(ctx: ChunkContext) -> OnceRecord:
         return OnceRecord(None)
     distribution = ctx.unit.distribution
     one_d = distribution.dim == 1
+    if ctx.unit.log is not None:
+        how = "on a grid" if one_d else f"{options.paths} paths"
+        ctx.unit.log(f"profile: class {ctx.unit.c}, w = {ctx.w:g} ({options.steps} steps of the "
+                     f"guided reverse SDE, {how})")
     profile = decrease_profile(distribution, ctx.unit.c, ctx.w,
                                method="grid" if one_d else "paths",
                                num_steps=options.steps, n=options.paths,
@@ -571,7 +593,7 @@ def _profile_measure(ctx: ChunkContext) -> OnceRecord:
         "profile_start": profile.start, "profile_formula_q": profile.formula_q,
         "profile_direct_q": profile.direct_q, "profile_difference": profile.difference,
         "profile_difference_se": profile.difference_se,
-        "profile": json.dumps(profile.to_dict(), allow_nan=False)})
+        "profile": _json.dumps(profile.to_dict())})
 
 
 def _profile_strengths(options: ProfileOptions, sweep_w: list[float]) -> list[float]:

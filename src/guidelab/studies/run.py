@@ -44,6 +44,10 @@ class RunResult:
         seconds: wall-clock time of the call.
         pooled: rows pooled over classes (``class = "all"``, :mod:`guidelab.studies.pooling`),
             also in ``results.csv``.
+        timings: where the wall-clock time of the units computed now went, in seconds:
+            ``"sampling"`` (the samplers) and ``"metrics"`` (metric name -> seconds in its
+            measurements), each summed over units (which may run in parallel), and
+            ``"artifacts"`` (training or loading models and judges before the units).
     """
 
     out: Path
@@ -56,6 +60,7 @@ class RunResult:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     pooled: list[dict] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
 
 
 def _unit_samples(spec: Spec, unit: Unit) -> int:
@@ -141,9 +146,13 @@ def _run_open(spec: Spec, out: str | Path, store: ResultStore, backend: Any, *,
     # units on any backend only load them from the model store
     settings = {json.dumps(spec_to_dict(s), sort_keys=True): s
                 for s in (unit_settings(spec, u) for u in missing)}
+    timings: dict = {"sampling": 0.0, "metrics": {name: 0.0 for name in spec.metrics},
+                     "artifacts": 0.0}
     if any(needs_artifacts(s) for s in settings.values()):
         write(f"{spec.name}: preparing trained models and judges (model store)")
+        began = time.perf_counter()
         prepare(list(settings.values()), progress=progress, log=write)
+        timings["artifacts"] = time.perf_counter() - began
     unit_bar = tqdm(total=len(selected), initial=len(skipped), desc=spec.name, unit="unit",
                     disable=not progress, dynamic_ncols=True)
     # samples of the whole run: its time left is the run's (units differ in size)
@@ -156,6 +165,9 @@ def _run_open(spec: Spec, out: str | Path, store: ResultStore, backend: Any, *,
     def on_result(result: UnitResult) -> None:
         store.write_unit(result.unit_id, result.rows, result.samples)
         computed.append(result.unit_id)
+        timings["sampling"] += getattr(result, "sampling_seconds", 0.0)
+        for name, seconds in (getattr(result, "metric_seconds", None) or {}).items():
+            timings["metrics"][name] = timings["metrics"].get(name, 0.0) + seconds
         unit_bar.update()
         if not reports_rows:
             row_bar.update(sum(row.get("n", 0) + row.get("n_nonfinite", 0)
@@ -173,5 +185,6 @@ def _run_open(spec: Spec, out: str | Path, store: ResultStore, backend: Any, *,
     rows = store.read_rows(order)
     pooled = pooled_rows(spec, rows)
     csv = store.write_csv(rows + pooled, RESULT_COLUMNS)
+    store.write_run_info(seconds=time.perf_counter() - started, units_computed=len(computed))
     return RunResult(Path(out), spec, all_units, computed, skipped, rows, csv,
-                     time.perf_counter() - started, pooled=pooled)
+                     time.perf_counter() - started, pooled=pooled, timings=timings)

@@ -46,7 +46,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -85,6 +85,10 @@ class UnitResult:
             ``record_<metric>`` JSON strings.
         samples: columns of the first ``keep_samples`` samples of each w (d <= 2), or None.
         seconds: wall-clock time of the unit.
+        metric_seconds: wall-clock seconds spent in each metric's ``measure``, summed over the
+            unit's chunks and strengths (metric name -> seconds); not part of the rows, which
+            stay the same bits from run to run.
+        sampling_seconds: wall-clock seconds spent in the sampler, summed the same way.
     """
 
     unit_id: str
@@ -92,6 +96,8 @@ class UnitResult:
     rows: list[dict]
     samples: dict[str, list] | None
     seconds: float
+    metric_seconds: dict[str, float] = field(default_factory=dict)
+    sampling_seconds: float = 0.0
 
 
 def default_chunk_rows(device: torch.device, row_size: int) -> int:
@@ -260,7 +266,8 @@ def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) 
     inv_prior = parts.inv_prior[c] if parts.inv_prior is not None else None
     contexts = {m.name: UnitContext(settings, parts.distribution, c, unit.reference,
                                     m.parse_options(settings.metric_options.get(m.name)),
-                                    unit.id, parts, inv_prior) for m in metrics}
+                                    unit.id, parts, inv_prior, log=log) for m in metrics}
+    seconds = {None: 0.0, **{m.name: 0.0 for m in metrics}}  # None: the sampler; wall time
     records: dict[tuple[str, float], Any] = {}
     keep = settings.keep_samples if math.prod(shape) <= 2 else min(settings.keep_samples,
                                                                    IMAGE_KEEP_SAMPLES)
@@ -272,7 +279,7 @@ def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) 
         try:
             chunk_records, chunk_samples = _run_chunk(run, settings, unit, contexts, metrics,
                                                       ws, start, stop, shape, device, dtype,
-                                                      keep, on_rows)
+                                                      keep, on_rows, seconds)
         except Exception as error:
             if not _is_oom(error) or size == 1:
                 raise
@@ -314,8 +321,10 @@ def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) 
         leading = {k: row[k] for k in RESULT_COLUMNS if k in row}
         rows.append(leading | {k: v for k, v in row.items() if k not in leading})
     samples = _samples_columns(kept, unit, sampler_label, keep) if keep else None
+    sampling_seconds = seconds.pop(None)
     return UnitResult(unit.id, dict(unit.as_dict()), rows, samples,
-                      time.perf_counter() - start_time)
+                      time.perf_counter() - start_time, metric_seconds=seconds,
+                      sampling_seconds=sampling_seconds)
 
 
 def _plain(value: Any) -> Any:
@@ -371,8 +380,10 @@ class _TapedNoise(RowNoise):
 
 
 def _run_chunk(run, settings: Spec, unit: Unit, contexts, metrics, ws, start, stop, shape,
-               device, dtype, keep, on_rows=None):
-    """Records and kept samples of rows [start, stop) at every w (w = 0 first)."""
+               device, dtype, keep, on_rows=None, seconds=None):
+    """Records and kept samples of rows [start, stop) at every w (w = 0 first); the time spent
+    in the sampler (key None) and in each metric (its name) is added to ``seconds``."""
+    seconds = {} if seconds is None else seconds
     n = stop - start
     rows = torch.arange(start, stop, dtype=torch.int64, device=device)  # [n]
     scratch: dict = {}
@@ -380,13 +391,17 @@ def _run_chunk(run, settings: Spec, unit: Unit, contexts, metrics, ws, start, st
     tape: list = []
     for i, w in enumerate(ws):
         noise = _TapedNoise(settings.seed, unit.c, rows, device, tape, replay=i > 0)
+        began = time.perf_counter()
         x_init = noise.normal((n, *shape), dtype)  # [n, d]
         result = run(noise, x_init, w)
         samples = result.samples  # [n, d]
+        seconds[None] = seconds.get(None, 0.0) + time.perf_counter() - began
         for m in metrics:
             ctx = ChunkContext(contexts[m.name], w, start, stop, samples, result.n_nonfinite,
                                scratch)
+            began = time.perf_counter()
             records[(m.name, w)] = m.measure(ctx)
+            seconds[m.name] = seconds.get(m.name, 0.0) + time.perf_counter() - began
         if keep and start < keep:
             kept[w] = samples[:keep - start].detach().to("cpu", torch.float64)
         if on_rows is not None:

@@ -13,6 +13,9 @@ Layout of a results folder ``DIR``:
   (columns ``unit_id, class, w, sampler, row, x0[, x1]``), for scatter plots; only for d <= 2.
   Written before the unit's file, which records its checksum.
 * ``DIR/results.csv``: every row (without the records), rewritten after the run.
+* ``DIR/run.json``: when, where and how long each finished run ran (:meth:`ResultStore.
+  write_run_info`, :meth:`ResultStore.read_run_info`), for the report; informative only,
+  never part of a check.
 * ``DIR/quarantine/{units,samples}/``: files that failed a check, moved aside with a
   timestamp suffix (never overwritten, never read again).
 * ``DIR/.lock``: the lock of the run writing the folder (its pid, host and start time).
@@ -93,7 +96,8 @@ from .spec import (
 
 __all__ = ["ResultStore", "SpecMismatchError", "FolderBusyError", "UnitIdentity",
            "unit_identity", "Problem", "Verification", "rows_to_table", "read_unit_rows",
-           "FLOAT_COLUMNS", "STORE_FORMAT", "IDENTITY_IGNORES", "Fingerprints"]
+           "FLOAT_COLUMNS", "STORE_FORMAT", "IDENTITY_IGNORES", "Fingerprints",
+           "RUN_INFO_KEEP"]
 
 FLOAT_COLUMNS = ("w", "q_mean", "q_se", "q_low", "q_high", "q_top_share", "pareto_khat",
                  "khat_threshold", "level", "p_mean", "p_se", "accuracy", "frac_p_decreased",
@@ -102,6 +106,9 @@ FLOAT_COLUMNS = ("w", "q_mean", "q_se", "q_low", "q_high", "q_top_share", "paret
 
 STORE_FORMAT = 1
 """Version of the file format (metadata keys, checksum rule); part of every identity."""
+
+RUN_INFO_KEEP = 50
+"""Runs ``run.json`` keeps (the latest)."""
 
 IDENTITY_IGNORES = ("name", "description", "keep_samples")
 """Resolved settings that change no row, left out of a unit's identity (``keep_samples`` only
@@ -914,6 +921,40 @@ class ResultStore:
         found = self._scan(quarantine=False, load=True, lenient=True)
         tables = [found.samples[i] for i in sorted(found.samples)]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+    # --------------------------------------------------------------- run information
+
+    @property
+    def run_info_path(self) -> Path:
+        return self.root / "run.json"
+
+    def read_run_info(self) -> list[dict]:
+        """The runs recorded in ``run.json``, oldest first (each ``{"started", "seconds",
+        "host", "guidelab_version", "units_computed"}``); [] when there is none or it cannot
+        be read (it is informative only)."""
+        try:
+            data = json.loads(self.run_info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        runs = data.get("runs") if isinstance(data, dict) else None
+        return [run for run in runs if isinstance(run, dict)] if isinstance(runs, list) else []
+
+    def write_run_info(self, *, seconds: float, units_computed: int) -> Path:
+        """Append this run to ``run.json`` (atomically; needs :meth:`lock`): its start time
+        (UTC, ISO 8601, now minus ``seconds``), ``seconds``, the host name, guidelab's version
+        and ``units_computed``. The last :data:`RUN_INFO_KEEP` runs are kept."""
+        from .._version import __version__
+
+        self._require_lock("write_run_info")
+        now = datetime.datetime.now(datetime.UTC)
+        started = now - datetime.timedelta(seconds=max(float(seconds), 0.0))
+        run = {"started": started.isoformat(timespec="seconds"), "seconds": float(seconds),
+               "host": socket.gethostname(), "guidelab_version": __version__,
+               "units_computed": int(units_computed)}
+        runs = (self.read_run_info() + [run])[-RUN_INFO_KEEP:]
+        text = json.dumps({"format": 1, "runs": runs}, indent=1, allow_nan=False)
+        atomic_write_bytes(self.run_info_path, (text + "\n").encode())
+        return self.run_info_path
 
     # --------------------------------------------------------------- writing
 

@@ -1,5 +1,6 @@
-r"""Error rendering: a pydantic ``ValidationError`` as one :class:`SpecError` line naming the
-dotted key path and what was expected (an unknown key with the closest allowed one)."""
+r"""Error rendering: a pydantic ``ValidationError`` as one :class:`SpecError` with a line per
+problem, each naming the dotted key path and what was expected (an unknown key with the
+closest allowed one)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,15 @@ def _strip_tags(loc: Sequence) -> tuple:
     return tuple(out)
 
 
+def _closest(loc: Sequence, root: type[BaseModel] | None = None) -> str | None:
+    """The allowed key closest to the unknown key at ``loc`` (a typo's intent), or None."""
+    model = _model_at(loc[:-1], root)
+    if model is None:
+        return None
+    close = difflib.get_close_matches(str(loc[-1]), sorted(model.model_fields), n=1)
+    return close[0] if close else None
+
+
 def describe_error(error: Mapping, root: type[BaseModel] | None = None) -> str:
     """What was expected, from one pydantic error."""
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
@@ -67,8 +77,8 @@ def describe_error(error: Mapping, root: type[BaseModel] | None = None) -> str:
         model = _model_at(loc[:-1], root)
         if model is not None:
             allowed = sorted(model.model_fields)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = _closest(loc, root)
+            hint = f"did you mean {close!r}? " if close else ""
             return f"unknown key ({hint}expected one of: {', '.join(allowed)})"
         return "unknown key"
     if kind == "missing":
@@ -103,12 +113,21 @@ def describe_error(error: Mapping, root: type[BaseModel] | None = None) -> str:
 
 
 def from_validation_error(error: ValidationError, source: str, prefix: Sequence = (),
-                           root: type[BaseModel] | None = None) -> SpecError:
-    errors = error.errors(include_url=False)
-    # an unknown key usually explains a missing one (a typo): report it first
+                          root: type[BaseModel] | None = None) -> SpecError:
+    """Every problem of ``error`` as one :class:`SpecError`, one line per problem: unknown
+    keys first (a typo usually explains a missing key), then wrong values, then missing keys,
+    each group in pydantic's order."""
     rank = {"extra_forbidden": 0, "missing": 2}
-    first = min(errors, key=lambda e: rank.get(e["type"], 1))
-    loc = (*prefix, *_strip_tags(first["loc"]))
-    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        loc = (*loc, str((first.get("ctx") or {}).get("discriminator", "kind")).strip("'\""))
-    return SpecError(source, format_path(loc), describe_error(first, root), more=len(errors) - 1)
+    errors = error.errors(include_url=False)
+    # a missing key that an unknown key beside it was meant to be (a typo) is that key's
+    # problem, already reported with "did you mean ...?"
+    meant = {(*e["loc"][:-1], _closest(e["loc"], root)) for e in errors
+             if e["type"] == "extra_forbidden"}
+    errors = [e for e in errors if e["type"] != "missing" or tuple(e["loc"]) not in meant]
+    problems = []
+    for one in sorted(errors, key=lambda e: rank.get(e["type"], 1)):
+        loc = (*prefix, *_strip_tags(one["loc"]))
+        if one["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, str((one.get("ctx") or {}).get("discriminator", "kind")).strip("'\""))
+        problems.append(SpecError(source, format_path(loc), describe_error(one, root)))
+    return SpecError.combine(problems)

@@ -21,6 +21,7 @@ import functools
 import inspect
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from ..measures import METRICS
 from ..plugins import load_plugins, resolve_factory
 from .errors import SpecError, short
 from .fields import SpecModel
-from .limits import check_limits, check_totals
+from .limits import MAX_STEPS, check_limits, check_totals
 from .paths import format_path, set_path, split_path
 from .render import from_validation_error
 from .schema import (
@@ -95,8 +96,7 @@ def _check_sampler(sampler: SamplerSpec) -> None:
         key, _, rest = text.partition(": ")
         if key == "schedule":
             raise SpecError("", "sampler.schedule", rest) from None
-        raise SpecError("", "sampler.steps", f"{sampler.schedule} schedule with steps = "
-                        f"{sampler.steps}: {text}") from None
+        raise _steps_problem("sampler.steps", sampler.schedule, sampler.steps, error) from None
     parameters = inspect.signature(SAMPLER_INFO[sampler.name].fn).parameters
     accepted = [name for name, p in parameters.items()
                 if p.kind == p.KEYWORD_ONLY and name not in _RESERVED_SAMPLER_ARGS
@@ -107,6 +107,49 @@ def _check_sampler(sampler: SamplerSpec) -> None:
             hint = f"; it takes {', '.join(accepted)}" if accepted else "; it takes none"
             raise SpecError("", format_path(("sampler", "options", key)),
                             f"unknown option of sampler {short(sampler.name)}{hint}")
+
+
+def _smallest_steps(schedule: str, steps: int) -> int | None:
+    """The smallest number of steps above ``steps`` (which fails) with which the schedule
+    ``schedule`` can be made, searched (doubling, then bisection, assuming that every larger
+    number works too), or None when none up to :data:`~.limits.MAX_STEPS` does."""
+    def valid(n: int) -> bool:
+        try:
+            make_schedule(schedule, n)
+        except ValueError:
+            return False
+        return True
+
+    low, high = max(int(steps), 1), max(int(steps), 1) * 2
+    while high < MAX_STEPS and not valid(high):
+        low, high = high, high * 2
+    high = min(high, MAX_STEPS)
+    if not valid(high):
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if valid(middle) else (middle, high)
+    return high
+
+
+def _steps_problem(key: str, schedule: str, steps: int, error: ValueError,
+                   which: str = "") -> SpecError:
+    """A schedule that cannot be made with ``steps`` steps: its own reason (without the name
+    of the parameter it blames, e.g. li_jiao's ``c1``, which a spec cannot set) and, when more
+    steps would do, the smallest number that does; the message for a command-line option
+    (``--steps``) states that number alone."""
+    text = " ".join(str(error).split())
+    name, colon, rest = text.partition(": ")
+    if colon and all(part.strip().isidentifier() for part in name.split(",")):
+        text = rest  # "c1: c1 log T / T = 1.29 must be below 1 (...)" -> "c1 log T / T ..."
+    text = re.sub(r"\s*\([^()]*\)$", "", text)  # its advice, e.g. "(more steps or smaller c1)"
+    head = f"{schedule} schedule{which} with steps = {steps}"
+    smallest = _smallest_steps(schedule, steps)
+    if smallest is None:
+        return SpecError("", key, f"{head}: {text}")
+    return SpecError("", key, f"{head}: {text}; the smallest valid steps is {smallest}",
+                     option_message=f"{head}: too few steps; the smallest valid value for the "
+                                    f"{schedule} schedule is {smallest}")
 
 
 def _check_device(device: str) -> str:
@@ -198,8 +241,8 @@ def _check_unit_settings(spec: Spec, memo: _Memo | None = None) -> Any:
                 memo.once("reference", spec.reference,
                           lambda reference: make_schedule(schedule, reference.steps))
             except ValueError as error:
-                raise SpecError("", "reference.steps", f"{schedule} schedule with steps = "
-                                f"{spec.reference.steps}: {error}") from None
+                raise _steps_problem("reference.steps", schedule, spec.reference.steps,
+                                     error) from None
     _check_sections(spec, distribution)
     _check_metrics(spec, distribution)
     return distribution
@@ -350,14 +393,19 @@ def _under(path: str, key: str) -> bool:
 
 
 def _sweep_key_error(key: str, i: int, error: SpecError) -> SpecError:
+    """Each problem of swept value ``i`` of ``key`` named by ``sweep.<key>[i]``."""
     at = format_path(("sweep", key)) + f"[{i}]"
-    inner = error.path
-    if inner == format_path(split_path(key)) and error.message.startswith("unknown key"):
-        message = error.message.replace("unknown key", f"unknown key {inner}", 1)
-        return SpecError("", format_path(("sweep", key)), message, error.more)
-    if inner and inner != format_path(split_path(key)):
-        return SpecError("", at, f"{inner}: {error.message}", error.more)
-    return SpecError("", at, error.message, error.more)
+
+    def rename(problem: SpecError) -> SpecError:
+        inner = problem.path
+        if inner == format_path(split_path(key)) and problem.message.startswith("unknown key"):
+            message = problem.message.replace("unknown key", f"unknown key {inner}", 1)
+            return SpecError("", format_path(("sweep", key)), message)
+        if inner and inner != format_path(split_path(key)):
+            return SpecError("", at, f"{inner}: {problem.message}")
+        return SpecError("", at, problem.message, option_message=problem.option_message)
+
+    return error.map(rename)
 
 
 def _validate_structure(data: dict, source: str) -> Spec:
@@ -402,21 +450,30 @@ def validate_spec(data: dict, source: str = "<spec>", *,
         ``reference.schedule`` fixed, ``device = "auto"`` resolved, w = 0 first.
 
     Raises:
-        SpecError: the first problem, as ``<source>: <dotted.key.path>: <expected>``.
+        SpecError: ``<source>: <dotted.key.path>: <expected>``, one line per problem: every
+            problem of the spec's structure (unknown keys, wrong types, values out of range,
+            missing keys), else the first problem of its meaning. Each problem is named by its
+            own source.
     """
     try:
         return _validate(data, source)
     except SpecError as error:
         labels = set_keys if isinstance(set_keys, Mapping) else {
             key: f"--set {key}" for key in set_keys}
+        raise error.map(lambda problem: problem.with_source(
+            _source_of(problem, labels, source))) from None
+
+
+def _source_of(problem: SpecError, labels: Mapping[str, str], source: str) -> str:
+    """The label of the override the problem lies under, else ``source``."""
+    for key, label in labels.items():
+        if _under(problem.path, key):
+            return label
+    if problem.path and problem.message.startswith("unknown key"):
         for key, label in labels.items():
-            if _under(error.path, key):
-                raise error.with_source(label) from None
-        if error.path and error.message.startswith("unknown key"):
-            for key, label in labels.items():
-                if _under(key, error.path):  # a table the override made up
-                    raise error.with_source(label) from None
-        raise error.with_source(source) from None
+            if _under(key, problem.path):  # a table the override made up
+                return label
+    return source
 
 
 def _section_model(section: str):
@@ -532,6 +589,6 @@ def _validate(data: dict, source: str) -> Spec:
         try:
             make_schedule(schedule, steps)
         except ValueError as error:
-            raise SpecError("", "reference.steps", f"{schedule} schedule (that of the sampler) "
-                            f"with steps = {steps}: {error}") from None
+            raise _steps_problem("reference.steps", schedule, steps, error,
+                                 " (that of the sampler)") from None
     return Spec.model_validate(drop_none(resolved))
