@@ -636,7 +636,7 @@ def reproduce(
                             report=True, debug=debug, title=title, workers=workers,
                             wait=wait)
         if "class_probability" in spec.metrics:
-            figure = plot_q_vs_w(result.rows, out / "q_vs_w.png",
+            figure = plot_q_vs_w(result.rows + result.pooled, out / "q_vs_w.png",
                                  title=f"{spec.name}: {spec.sampler.name}, "
                                        f"T = {spec.sampler.steps}, {spec.trials} trials")
             typer.echo(f"  figure: {figure}")

@@ -42,7 +42,6 @@ A whole study (units on a backend, into the results store) is
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from typing import Any
 
 import torch
 
+from .. import _json
 from ..noise import RowNoise
 from .measures import METRICS, ChunkContext, UnitContext
 from .parts import study_parts
@@ -330,7 +330,7 @@ def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) 
 def _plain(value: Any) -> Any:
     """A swept value as a column value: scalars as they are, anything else as JSON."""
     if isinstance(value, tuple):
-        return json.dumps(_thaw(value))
+        return _json.dumps(_thaw(value))
     return value
 
 

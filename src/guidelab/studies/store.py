@@ -84,6 +84,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import _json
 from .results import atomic_write_bytes, io_action, write_csv
 from .spec import (
     Spec,
@@ -158,8 +159,9 @@ def read_unit_rows(path: str | os.PathLike) -> list[dict]:
 
 
 def record_json(record: Any) -> str:
-    """A metric record as the JSON string stored in ``record_<metric>``."""
-    return json.dumps(record.to_dict(), sort_keys=True)
+    """A metric record as the strict JSON string stored in ``record_<metric>`` (a non-finite
+    float, which records never hold on purpose, is written as null rather than NaN)."""
+    return _json.dumps(record.to_dict(), sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- identity
@@ -910,7 +912,7 @@ class ResultStore:
                                      f"to recompute it") from None
         if not tables:
             return pa.table({})
-        return pa.concat_tables(tables, promote_options="default")
+        return pa.concat_tables(tables, promote_options="permissive")
 
     def read_rows(self, unit_ids: Sequence[str] | None = None) -> list[dict]:
         """:meth:`read_table` as a list of dicts."""
@@ -920,7 +922,7 @@ class ResultStore:
         """Every stored sample of the good units, ordered by unit id, as one Arrow table."""
         found = self._scan(quarantine=False, load=True, lenient=True)
         tables = [found.samples[i] for i in sorted(found.samples)]
-        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+        return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
 
     # --------------------------------------------------------------- run information
 
