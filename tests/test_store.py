@@ -258,7 +258,7 @@ def test_two_runs_of_different_specs_into_one_new_folder(tmp_path):
     codes = [run.returncode for run in runs]
     assert sorted(codes) == [0, 2], outputs
     loser = outputs[codes.index(2)][1]
-    assert loser.startswith(f"error: out: {out} ") and (
+    assert loser.startswith(f"error: --out: {out} ") and (
         "is in use by another run (pid" in loser or "holds results of another spec" in loser)
     winner = (60, 61)[codes.index(0)]
     found = ResultStore(out).verify()
@@ -288,7 +288,7 @@ def test_a_held_folder_refuses_or_waits(tmp_path):
         refused = subprocess.run(command, env=ENV, text=True, capture_output=True,
                                  timeout=TIMEOUT)
         assert refused.returncode == 2
-        assert refused.stderr.startswith(f"error: out: {out} is in use by another run (pid "
+        assert refused.stderr.startswith(f"error: --out: {out} is in use by another run (pid "
                                          f"{os.getpid()} on "), refused.stderr
         assert "--wait" in refused.stderr and len(refused.stderr.splitlines()) == 1
         log = tmp_path / "waiting.txt"

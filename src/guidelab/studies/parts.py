@@ -488,11 +488,13 @@ def _shape_and_classes(settings: Spec, model, split, judge) -> tuple[tuple[int, 
 _PARTS_CACHE: dict[str, StudyParts] = {}
 
 
-def _parts_key(settings: Spec) -> str:
+def _parts_key(settings: Spec, store: ModelStore) -> str:
+    """What a unit's parts depend on: its sections, precision, device and the model store they
+    are built into or loaded from (another store may hold other artifacts)."""
     return json.dumps({"distribution": _json(settings.distribution), "data": _json(settings.data),
                        "model": _json(settings.model), "judge": _json(settings.judge),
                        "guidance": _json(settings.guidance), "dtype": settings.dtype,
-                       "device": settings.device}, sort_keys=True)
+                       "device": settings.device, "store": str(store.root)}, sort_keys=True)
 
 
 def study_parts(settings: Spec, *, store: ModelStore | None = None, progress: bool = False,
@@ -502,10 +504,10 @@ def study_parts(settings: Spec, *, store: ModelStore | None = None, progress: bo
     Raises:
         SpecError: a section that cannot be built, naming its key (without a source).
     """
-    key = _parts_key(settings)
+    store = store or ModelStore()
+    key = _parts_key(settings, store)
     if key in _PARTS_CACHE:
         return _PARTS_CACHE[key]
-    store = store or ModelStore()
     log = log or _log
     split = load_data(settings)
     model, model_info, model_fingerprint = _build_model(settings.model, settings, split,
