@@ -5,8 +5,10 @@ guided prediction. It declares
 
 * ``branches``: which predictions it needs, from :data:`BRANCHES`: ``"cond"`` (the model's
   s(x|c)), ``"uncond"`` (its s(x)), ``"class_gradient"`` (grad_x log p_t(c|x) of a classifier,
-  by autograd), or ``"model:<name>"`` (the conditional prediction of another model, e.g. the
-  weaker model of autoguidance);
+  by autograd), ``"model:<name>"`` (the conditional prediction of another model, e.g. the
+  weaker model of autoguidance), ``"uncond:<name>"`` (another model's unconditional score, e.g.
+  the reweighted law of reward guidance), or ``"class:<k>"`` (the model's s(x|k) for a fixed
+  class k, e.g. attribute switching's second class);
 * ``form``: the form it combines them in, one of :data:`FORMS` (``score``, ``eps``, ``x0``,
   ``v``; the conversions are :mod:`guidelab.models.conversions`);
 * optionally ``linear(state) -> {branch: coefficient}`` (in score form): a rule that is a
@@ -46,7 +48,8 @@ FORMS = ("score", "eps", "x0", "v")
 """The forms a rule may combine predictions in."""
 BRANCHES = ("cond", "uncond", "class_gradient")
 """Branch names every model and classifier provides; ``"model:<name>"`` names another model's
-conditional prediction."""
+conditional prediction, ``"uncond:<name>"`` its unconditional one, ``"class:<k>"`` the model's
+conditional prediction for class k."""
 
 Level = float | torch.Tensor
 
@@ -167,14 +170,18 @@ class Guided:
                     raise ValueError(f"classifier: rule {rule.name!r} needs a classifier with "
                                      f"log_class_posterior(x, alpha, sigma), got "
                                      f"{type(classifier).__name__}")
-            elif branch.startswith("model:"):
-                other = self.models.get(branch[len("model:"):])
+            elif branch.startswith(("model:", "uncond:")):
+                other = self.models.get(branch.partition(":")[2])
                 if not callable(getattr(other, "score", None)):
                     raise ValueError(f"models: rule {rule.name!r} needs a score model "
-                                     f"{branch[len('model:'):]!r}")
+                                     f"{branch.partition(':')[2]!r}")
+            elif branch.startswith("class:"):
+                if not branch[len("class:"):].isdigit():
+                    raise ValueError(f"rule: branch {branch!r} must name a class index, "
+                                     f"'class:<k>' with k >= 0")
             elif branch not in ("cond", "uncond"):
                 raise ValueError(f"rule: unknown branch {branch!r}; expected one of "
-                                 f"{BRANCHES} or 'model:<name>'")
+                                 f"{BRANCHES}, 'model:<name>', 'uncond:<name>' or 'class:<k>'")
         self.classifier = classifier
         self._combined = callable(getattr(model, "combined_score", None))
         self._branches = callable(getattr(model, "branch_scores", None))
@@ -244,6 +251,10 @@ class Guided:
             return self.model.score(x, alpha, sigma, None)
         if name == "class_gradient":
             return self.class_gradient(x, alpha, sigma)
+        if name.startswith("class:"):
+            return self.model.score(x, alpha, sigma, int(name[len("class:"):]))
+        if name.startswith("uncond:"):
+            return self.models[name[len("uncond:"):]].score(x, alpha, sigma, None)
         return self.models[name[len("model:"):]].score(x, alpha, sigma, self.c)
 
     def class_gradient(self, x: torch.Tensor, alpha: Level, sigma: Level) -> torch.Tensor:

@@ -17,6 +17,17 @@ depends on x: re-running with the same seed and a different guidance strength gi
 samples, row i of both runs driven by the same noise. With a RowNoise the noise of row i is a
 function of (seed, class, row index) alone, whatever else shares the batch.
 
+**Guided fields.** A ``score_fn`` with a ``directions(x, alpha, sigma, step, num_steps)`` method
+(a :class:`~guidelab.guidance.base.Guided` field) is called through it, with the step's index
+and the run's number of steps, after its ``reset()`` at the start of the run (rules with
+per-run state, APG's momentum; rules that depend on the step, CFG-Zero*'s zero-init steps); any
+other callable is called ``score_fn(x, alpha, sigma)``. ``directions`` gives the denoising score
+and, for a rule that re-noises with its own direction (``score_fn.rule.renoises()``, CFG++), a
+re-noising score. A sampler that writes its step as x' = coef_x x + coef_denoise s_denoise +
+coef_renoise s_renoise + noise (the ``split`` of :func:`run_linear_steps`: DDIM and the DDPM
+samplers) uses both; every other sampler refuses such a field with a ValueError naming itself
+and the rule (:func:`start_field`). Nothing here depends on which rule it is.
+
 **Non-finite guard.** After every step, rows with a NaN or an infinity are marked dead, set to
 0 for the rest of the run (so that score functions never see NaN, and a diverging row cannot
 poison a batch-level computation), and returned as NaN rows at the end; their number is
@@ -37,7 +48,8 @@ from .._validation import all_finite, check_finite
 from ..noise import RowNoise
 from ..schedules import DiscreteSchedule
 
-__all__ = ["SampleResult", "ScoreFn", "run_steps", "run_linear_steps", "check_x_init",
+__all__ = ["SampleResult", "ScoreFn", "run_steps", "run_linear_steps", "start_field",
+           "score_evaluator", "renoising_rule", "check_x_init",
            "standard_normal", "zero_nonfinite_rows", "finite_rows", "row_view",
            "DiscreteLevels", "discrete_levels"]
 
@@ -137,27 +149,116 @@ def run_steps(step: Callable[[int, torch.Tensor], torch.Tensor], num_steps: int,
     return SampleResult(samples, stacked, n_nonfinite)
 
 
+def renoising_rule(score_fn) -> str | None:
+    """The name of the rule of a guided field that gives a separate re-noising direction
+    (``score_fn.rule.renoises()`` is True), else None."""
+    rule = getattr(score_fn, "rule", None)
+    renoises = getattr(rule, "renoises", None)
+    if callable(renoises) and renoises():
+        return str(getattr(rule, "name", type(rule).__name__))
+    return None
+
+
+def _refuse(sampler: str, rule: str) -> ValueError:
+    from .registry import SAMPLER_INFO  # the registry imports the samplers, which import this
+
+    accepting = sorted(name for name, info in SAMPLER_INFO.items() if info.split is not None)
+    return ValueError(f"score_fn: guidance rule {rule!r} re-noises with its own direction, "
+                      f"which sampler {sampler!r} cannot use (its step is not split into a "
+                      f"denoising and a re-noising direction); use one of "
+                      f"{', '.join(accepting)}")
+
+
+def start_field(score_fn, sampler: str, *, splits: bool = False):
+    """Prepare ``score_fn`` for a run of ``sampler``.
+
+    Returns the field's ``directions`` method (after calling its ``reset()``) when it has one,
+    else None (a plain score function, called as ``score_fn(x, alpha, sigma)``). ValueError
+    naming ``score_fn``, the sampler and the rule when the field's rule re-noises with its own
+    direction and the sampler does not split its step (``splits=False``).
+    """
+    directions = getattr(score_fn, "directions", None)
+    if not callable(directions):
+        return None
+    rule = renoising_rule(score_fn)
+    if rule is not None and not splits:
+        raise _refuse(sampler, rule)
+    reset = getattr(score_fn, "reset", None)
+    if callable(reset):
+        reset()
+    return directions
+
+
+def score_evaluator(score_fn, sampler: str, num_steps: int
+                    ) -> Callable[[torch.Tensor, float, float, int], torch.Tensor]:
+    """``evaluate(x, alpha, sigma, step) -> [N, ...]``, the (denoising) score of step ``step``,
+    for a sampler that uses one direction per evaluation (the ODE solvers): a guided field is
+    reset and called through ``directions`` (refused when its rule re-noises,
+    :func:`start_field`), a plain score function as ``score_fn(x, alpha, sigma)``."""
+    directions = start_field(score_fn, sampler)
+    if directions is None:
+        def evaluate(x, alpha, sigma, step):
+            return score_fn(x, alpha, sigma)
+        return evaluate
+
+    def evaluate_field(x, alpha, sigma, step):
+        denoise, renoise = directions(x, alpha, sigma, step, num_steps)
+        if renoise is not None:
+            raise _refuse(sampler, str(getattr(getattr(score_fn, "rule", None), "name", "?")))
+        return denoise
+    return evaluate_field
+
+
 def run_linear_steps(score_fn: ScoreFn, coefficients: list[tuple[float, ...]],
                      x_init: torch.Tensor, generator: torch.Generator | None, *,
+                     split: list[tuple[float, ...]] | None = None,
                      return_trajectory: bool = False, progress: bool = False,
-                     desc: str = "sampling") -> SampleResult:
+                     desc: str = "sampling", sampler: str | None = None) -> SampleResult:
     """Steps of the form x <- coef_x x + coef_s s(x; alpha, sigma) + noise_scale Z.
 
     ``coefficients[i] = (alpha, sigma, coef_x, coef_s, noise_scale)`` for step i, as Python
     floats; Z is one standard normal draw of x's shape from ``generator`` on every step with
     noise_scale != 0. DDPM-type, ancestral DDPM, DDIM and Euler–Maruyama are all of this form
     and differ only in their coefficients.
+
+    ``split[i] = (alpha, sigma, coef_x, coef_denoise, coef_renoise, noise_scale)``, when the
+    sampler gives it, is the same step with its score coefficient split between the denoising
+    (clean-data prediction) and re-noising directions, coef_denoise + coef_renoise = coef_s: a
+    guided field whose rule re-noises with its own direction (CFG++) then takes the step
+    x <- coef_x x + coef_denoise s_denoise + coef_renoise s_renoise + noise_scale Z. Without
+    ``split`` such a field is refused (ValueError naming ``sampler``, default ``desc``, and the
+    rule). A field with ``directions`` is reset and called with the step's index (module
+    docstring); a plain score function takes the unchanged fast path.
     """
+    directions = start_field(score_fn, sampler or desc, splits=split is not None)
+    num_steps = len(coefficients)
 
-    def step(i: int, x: torch.Tensor) -> torch.Tensor:
-        alpha, sigma, coef_x, coef_s, noise_scale = coefficients[i]
-        score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, ...]
-        out = torch.mul(x, coef_x).add_(score, alpha=coef_s)  # [N, ...]
-        if noise_scale:
-            out.add_(standard_normal(x, generator), alpha=noise_scale)
-        return out
+    if directions is None:
+        def step(i: int, x: torch.Tensor) -> torch.Tensor:
+            alpha, sigma, coef_x, coef_s, noise_scale = coefficients[i]
+            score = score_fn(x, alpha, sigma).to(x.dtype)  # [N, ...]
+            out = torch.mul(x, coef_x).add_(score, alpha=coef_s)  # [N, ...]
+            if noise_scale:
+                out.add_(standard_normal(x, generator), alpha=noise_scale)
+            return out
+    else:
+        def step(i: int, x: torch.Tensor) -> torch.Tensor:
+            alpha, sigma, coef_x, coef_s, noise_scale = coefficients[i]
+            denoise, renoise = directions(x, alpha, sigma, i, num_steps)  # [N, ...] each
+            out = torch.mul(x, coef_x)  # [N, ...]
+            if renoise is None:
+                out.add_(denoise.to(x.dtype), alpha=coef_s)
+            elif split is None:
+                raise _refuse(sampler or desc, renoising_rule(score_fn) or "?")
+            else:
+                coef_denoise, coef_renoise = split[i][3], split[i][4]
+                out.add_(denoise.to(x.dtype), alpha=coef_denoise)
+                out.add_(renoise.to(x.dtype), alpha=coef_renoise)
+            if noise_scale:
+                out.add_(standard_normal(x, generator), alpha=noise_scale)
+            return out
 
-    return run_steps(step, len(coefficients), x_init, return_trajectory=return_trajectory,
+    return run_steps(step, num_steps, x_init, return_trajectory=return_trajectory,
                      progress=progress, desc=desc)
 
 

@@ -19,6 +19,19 @@ q(x_{t-1} | x_t, x0_hat) of the forward process,
 which is 0 at t = 1 (abar_0 = 1): the last step is the denoiser itself. Substituting x0_hat, the
 mean simplifies to (x_t + beta_t s_t(x_t)) / sqrt(a_t), the DDPM-type mean: the two samplers
 differ only in their noise variance, beta_t against beta_tilde_t < beta_t.
+
+**Denoising and re-noising directions** (docs/maths.md). Substituting x_t = alpha_t x0 +
+sigma_t eps in the posterior mean gives alpha_{t-1} x0 + sqrt(a_t) sigma_{t-1}^2 / sigma_t eps:
+the common mean is a clean-data prediction plus re-noising,
+
+    mean = alpha_{t-1} x0_hat(s_d) + (sqrt(a_t) sigma_{t-1}^2 / sigma_t) eps_hat(s_r)
+         = x_t / sqrt(a_t) + (sigma_t^2 / sqrt(a_t)) s_d - sqrt(a_t) sigma_{t-1}^2 s_r,
+
+whose two score coefficients sum to beta_t / sqrt(a_t) (sigma_t^2 - a_t sigma_{t-1}^2 = 1 - a_t).
+With s_d = s_r = s it is the step above; a guided field whose rule re-noises with its own
+direction (CFG++) is sampled with its two directions (:func:`ddpm_type_split_coefficients`,
+:func:`ddpm_ancestral_split_coefficients`). At t = 1 (sigma_0 = 0) the re-noising coefficient
+is 0: the last step is x0_hat(s_d).
 """
 
 from __future__ import annotations
@@ -37,7 +50,8 @@ from .base import (
 )
 
 __all__ = ["ddpm_type", "ddpm_ancestral", "ddpm_type_coefficients",
-           "ddpm_ancestral_coefficients"]
+           "ddpm_ancestral_coefficients", "ddpm_type_split_coefficients",
+           "ddpm_ancestral_split_coefficients"]
 
 
 def ddpm_type(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tensor, *,
@@ -61,9 +75,10 @@ def ddpm_type(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tenso
     """
     x_init = check_x_init(x_init)
     coefficients = ddpm_type_coefficients(schedule)
-    return run_linear_steps(score_fn, coefficients, x_init, generator,
+    split = _split(schedule, coefficients)
+    return run_linear_steps(score_fn, coefficients, x_init, generator, split=split,
                             return_trajectory=return_trajectory, progress=progress,
-                            desc="ddpm_type")
+                            desc="ddpm_type", sampler="ddpm_type")
 
 
 def ddpm_ancestral(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.Tensor, *,
@@ -85,9 +100,10 @@ def ddpm_ancestral(score_fn: ScoreFn, schedule: DiscreteSchedule, x_init: torch.
     """
     x_init = check_x_init(x_init)
     coefficients = ddpm_ancestral_coefficients(schedule)
-    return run_linear_steps(score_fn, coefficients, x_init, generator,
+    split = _split(schedule, coefficients)
+    return run_linear_steps(score_fn, coefficients, x_init, generator, split=split,
                             return_trajectory=return_trajectory, progress=progress,
-                            desc="ddpm_ancestral")
+                            desc="ddpm_ancestral", sampler="ddpm_ancestral")
 
 
 def ddpm_type_coefficients(schedule: DiscreteSchedule) -> list[tuple[float, ...]]:
@@ -123,3 +139,30 @@ def ddpm_ancestral_coefficients(schedule: DiscreteSchedule) -> list[tuple[float,
         noise_scale = math.sqrt(var_prev / var_t * beta_t)  # 0 at t = 1
         coefficients.append((alpha, sigma, coef_x, coef_s, noise_scale))
     return coefficients
+
+
+def _split(schedule: DiscreteSchedule, coefficients: list[tuple[float, ...]]
+           ) -> list[tuple[float, ...]]:
+    """The steps of ``coefficients`` (either sampler's) with the score coefficient split:
+    (alpha_t, sigma_t, coef_x, sigma_t^2 / sqrt(a_t), -sqrt(a_t) sigma_{t-1}^2, noise_scale)."""
+    levels = discrete_levels(schedule)
+    betas = schedule.betas.flip(0).tolist()  # beta_t for t = T..1
+    split = []
+    for i, (alpha, sigma, coef_x, _, noise_scale) in enumerate(coefficients):
+        root_a = math.sqrt(1.0 - betas[i])
+        coef_denoise = levels.one_minus_abar[i] / root_a  # alpha_{t-1} sigma_t^2 / alpha_t
+        coef_renoise = -root_a * levels.one_minus_abar[i + 1]  # (root_a s_{t-1}^2 / s_t) eps_hat
+        split.append((alpha, sigma, coef_x, coef_denoise, coef_renoise, noise_scale))
+    return split
+
+
+def ddpm_type_split_coefficients(schedule: DiscreteSchedule) -> list[tuple[float, ...]]:
+    """Per step t = T..1: (alpha_t, sigma_t, coef_x, coef_denoise, coef_renoise, noise_scale),
+    :func:`ddpm_type`'s step with its score coefficient split (module docstring)."""
+    return _split(schedule, ddpm_type_coefficients(schedule))
+
+
+def ddpm_ancestral_split_coefficients(schedule: DiscreteSchedule) -> list[tuple[float, ...]]:
+    """Per step t = T..1: (alpha_t, sigma_t, coef_x, coef_denoise, coef_renoise, noise_scale),
+    :func:`ddpm_ancestral`'s step with its score coefficient split (module docstring)."""
+    return _split(schedule, ddpm_ancestral_coefficients(schedule))

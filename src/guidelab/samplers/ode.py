@@ -45,6 +45,7 @@ from .base import (
     check_x_init,
     discrete_levels,
     run_steps,
+    score_evaluator,
     zero_nonfinite_rows,
 )
 
@@ -117,19 +118,22 @@ def _solve(score_fn, schedule, x_init, heun, generator, return_trajectory, progr
         scaled_h = sigma_next - ratio * sigma
         correct = heun and sigma_next > 0
         coefficients.append((alpha, sigma, alpha_next, sigma_next, ratio, scaled_h, correct))
+    name = "ode_heun" if heun else "ode_euler"
+    # a guided field is reset and called with the step's index (Heun's corrector too); a rule
+    # that re-noises with its own direction is refused (samplers.base)
+    evaluate = score_evaluator(score_fn, name, len(coefficients))
 
     def step(i: int, x: torch.Tensor) -> torch.Tensor:
         alpha, sigma, alpha_next, sigma_next, ratio, scaled_h, correct = coefficients[i]
-        slope = score_fn(x, alpha, sigma).to(x.dtype).mul(-sigma)  # d = eps_hat, [N, ...]
+        slope = evaluate(x, alpha, sigma, i).to(x.dtype).mul(-sigma)  # d = eps_hat, [N, ...]
         euler = torch.mul(x, ratio).add_(slope, alpha=scaled_h)  # [N, d]
         if not correct:
             return euler
         predictor = zero_nonfinite_rows(euler)  # the score never sees NaN, [N, d]
-        slope_next = score_fn(predictor, alpha_next, sigma_next).to(x.dtype)  # [N, d]
+        slope_next = evaluate(predictor, alpha_next, sigma_next, i).to(x.dtype)  # [N, d]
         slope.add_(slope_next, alpha=-sigma_next)  # d_i + d_{i+1}
         return torch.mul(x, ratio).add_(slope, alpha=0.5 * scaled_h)  # [N, d]
 
-    name = "ode_heun" if heun else "ode_euler"
     return run_steps(step, len(coefficients), x_init, return_trajectory=return_trajectory,
                      progress=progress, desc=name)
 

@@ -1,17 +1,42 @@
 """Guidance rules, one file each (formula, parameters, diffusers' names), and the two classes
 that bind the classic ones to a model: :class:`ClassifierFreeGuidance` and
-:class:`ClassifierGuidance` (guided fields, :class:`guidelab.guidance.base.Guided`)."""
+:class:`ClassifierGuidance` (guided fields, :class:`guidelab.guidance.base.Guided`).
+
+- :mod:`.cfg` (:class:`CFG`), :mod:`.classifier` (:class:`ClassifierRule`): the classics;
+- :mod:`.rescaled` (:class:`RescaledCFG`, Lin et al. 2024), :mod:`.apg` (:class:`APG`, Sadat et
+  al. 2024), :mod:`.cfg_zero_star` (:class:`CFGZeroStar`, Fan et al. 2025), :mod:`.power_law`
+  (:class:`PowerLawCFG`, Lehman Pavasovic et al. 2025): non-linear combinations of the two
+  branches;
+- :mod:`.autoguidance` (:class:`Autoguidance`, Karras et al. 2024): a weaker model instead of
+  the unconditional one;
+- :mod:`.attribute_switch` (:class:`AttributeSwitch`, Choi et al. 2024): a class that changes
+  at a noise level;
+- :mod:`.cfgpp` (:class:`CFGPlusPlus`, Chung et al. 2024): a separate re-noising direction;
+- :mod:`.reward` (:class:`RewardGuidance`, Jiao, Chen & Li 2025): guidance towards a reweighted
+  law instead of the unconditional one.
+
+Rules are built by name through :mod:`guidelab.guidance.registry`.
+"""
 
 from __future__ import annotations
 
 from ..base import Guided
 from ..protocols import Classifier, ScoreModel
 from ..strength import StrengthSchedule
+from .apg import APG
+from .attribute_switch import AttributeSwitch
+from .autoguidance import Autoguidance
 from .cfg import CFG, cfg_weights
+from .cfg_zero_star import CFGZeroStar
+from .cfgpp import CFGPlusPlus
 from .classifier import ClassifierRule
+from .power_law import PowerLawCFG
+from .rescaled import RescaledCFG
+from .reward import RewardGuidance
 
-__all__ = ["CFG", "ClassifierRule", "cfg_weights", "ClassifierFreeGuidance",
-           "ClassifierGuidance", "ScoreModel", "Classifier"]
+__all__ = ["RewardGuidance", "CFG", "ClassifierRule", "RescaledCFG", "APG", "CFGZeroStar",
+           "PowerLawCFG", "Autoguidance", "AttributeSwitch", "CFGPlusPlus", "cfg_weights",
+           "ClassifierFreeGuidance", "ClassifierGuidance", "ScoreModel", "Classifier"]
 
 
 class ClassifierFreeGuidance(Guided):
