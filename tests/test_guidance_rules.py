@@ -611,6 +611,8 @@ def make_field(name, mixture, weak, w):
     extra = {"classifier": mixture} if name == "classifier" else {}
     if name == "autoguidance":
         extra["models"] = {"weak": weak}
+    if name == "reward":  # a stand-in reweighted law: any score model serves the plumbing
+        extra["models"] = {"reweighted": weak}
     return Guided(mixture, rule, 1, w, **extra)
 
 
@@ -650,7 +652,7 @@ def test_non_renoising_samplers_refuse_cfgpp_by_name(mixture):
 
 def test_registry_builds_and_validates_rules():
     assert set(RULES) == {"cfg", "classifier", "rescaled_cfg", "apg", "cfg_zero_star",
-                          "power_law", "autoguidance", "attribute_switch", "cfgpp"}
+                          "power_law", "autoguidance", "attribute_switch", "cfgpp", "reward"}
     for name, info in RULES.items():
         assert info.name == name and info.cls.name == name
         assert info.options.model_config["extra"] == "forbid"
