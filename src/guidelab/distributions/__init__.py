@@ -11,9 +11,11 @@ from .reweight import (
     log_normaliser,
     reward_from_class,
 )
+from .transforms import conditional_mixture, inflate
 from .uniform_box import UniformBoxMixture
 
 __all__ = ["LabelledMixture", "GaussianMixture", "EmpiricalMixture", "UniformBoxMixture",
+           "conditional_mixture", "inflate",
            "CATALOG", "default_mixture", "adjacent_boxes", "register_distribution",
            "exponential_tilt", "exponential_log_weight", "log_normaliser", "class_reweighting",
            "reward_from_class"]

@@ -75,7 +75,7 @@ EXACT_COLUMNS = ("grid_q", "grid_q_err", "grid_p_mean", "entropy", "entropy_err"
 
 
 def exact_columns(family, c: int, w: float, sampler: str, schedule, *,
-                  sampler_options: dict | None = None, points=None, device=None,
+                  sampler_options: dict | None = None, points=None, device=None, field=None,
                   **grid_options) -> dict:
     """The grid reference of one result row as columns (NaN where it does not apply).
 
@@ -85,12 +85,14 @@ def exact_columns(family, c: int, w: float, sampler: str, schedule, *,
     quadrature error estimate), ``grid_p_mean`` (E[p(c|Y)]), ``entropy`` and ``entropy_err``
     (differential entropy of the output, nats), ``kl`` and ``kl_err`` (KL(p_Y || p(.|c))),
     ``grid_mass_lost`` and ``grid_points`` (nodes per axis of the finer grid, as a string
-    like ``"385x385"``). Otherwise every column is NaN (``grid_points`` "").
+    like ``"385x385"``). Otherwise every column is NaN (``grid_points`` ""). ``field`` is the
+    guided field to propagate (any rule without per-run state or a re-noising direction, any
+    strength schedule; default CFG of strength w), see :func:`grid_reference`.
     """
     if family.dim > 2 or sampler not in GRID_SAMPLERS or (sampler == "exact_reverse" and w):
         return {key: (math.nan if key != "grid_points" else "") for key in EXACT_COLUMNS}
     result = grid_reference(family, c, w, sampler, schedule, sampler_options=sampler_options,
-                            points=points, device=device, **grid_options)
+                            points=points, device=device, field=field, **grid_options)
     return {"grid_q": result.q, "grid_q_err": result.quad_error, "grid_p_mean": result.p_mean,
             "entropy": result.entropy, "entropy_err": result.errors["entropy"],
             "kl": result.kl, "kl_err": result.errors["kl"],

@@ -840,7 +840,7 @@ def default_grid(family: LabelledMixture, points: int | Sequence[int] | None = N
     return Grid(tuple(lo.tolist()), tuple(hi.tolist()), tuple(int(p) for p in points))
 
 
-def _propagate(family, c, w, sampler, schedule, grid, options, device, progress):
+def _propagate(family, c, w, sampler, schedule, grid, options, device, progress, field=None):
     """One propagation of ``sampler`` on ``grid``: the :class:`GridState`."""
     if sampler == "exact_reverse":
         if not isinstance(family, GaussianMixture):
@@ -849,7 +849,7 @@ def _propagate(family, c, w, sampler, schedule, grid, options, device, progress)
             raise ValueError("schedule: the exact reverse kernel needs a DiscreteSchedule")
         return propagate_exact_kernel(family, c, schedule, grid, device=device,
                                       progress=progress, **options)
-    score_fn = ClassifierFreeGuidance(family, c, strength=w)
+    score_fn = field if field is not None else ClassifierFreeGuidance(family, c, strength=w)
     if sampler == "ode_heun":
         from ..samplers.ode import ode_levels
 
@@ -865,7 +865,7 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
                    points: int | Sequence[int] | None = None, grid: Grid | None = None,
                    refine: bool = True, sampler_options: dict | None = None,
                    max_mass_lost: float = 1e-9, max_edge_share: float = 1e-9,
-                   max_grow: int = 2, device=None,
+                   max_grow: int = 2, device=None, field=None,
                    progress: bool = False) -> GridResult:
     r"""The exact output law of ``sampler`` with exact guided scores, on a grid (d = 1 or 2).
 
@@ -888,6 +888,11 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
         refine: also run at h/2 (default); False returns the single run with quad_error NaN.
         sampler_options: the sampler's own options (``eta``, ``timesteps``, ``num_steps``, ...).
         device: where to compute (float64 throughout).
+        field: the guided score function to propagate, ``(x, alpha, sigma) -> [N, d]``: any
+            guided field of ``family`` whose value depends on (x, level) only (a rule with no
+            per-run state and no separate re-noising direction, any strength schedule);
+            default classifier-free guidance of strength ``w``. ``w`` then only labels the
+            result.
 
     Returns:
         :class:`GridResult`.
@@ -921,7 +926,8 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
     base = grid if grid is not None else default_grid(family, points)
     t0 = time.perf_counter()
     for _ in range(max_grow + 1):
-        state = _propagate(family, c, w, sampler, schedule, base, options, device, progress)
+        state = _propagate(family, c, w, sampler, schedule, base, options, device, progress,
+                           field)
         coarse = grid_functionals(state, family, c)
         if state.mass_lost <= max_mass_lost and coarse["edge_share"] <= max_edge_share:
             break
@@ -929,7 +935,7 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
     fine_state = state
     if refine:
         fine_state = _propagate(family, c, w, sampler, schedule, base.refined(), options,
-                                device, progress)
+                                device, progress, field)
         fine = grid_functionals(fine_state, family, c)
         errors = {key: abs(fine[key] - coarse[key]) for key in ("q", "p_mean", "entropy", "kl")}
     else:

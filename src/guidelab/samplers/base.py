@@ -159,10 +159,13 @@ def renoising_rule(score_fn) -> str | None:
     return None
 
 
-def _refuse(sampler: str, rule: str) -> ValueError:
-    from .registry import SAMPLER_INFO  # the registry imports the samplers, which import this
+SPLITTING_SAMPLERS: set[str] = set()
+"""Names of the samplers whose steps split into a denoising and a re-noising direction (the
+registry adds each one it registers with split coefficients)."""
 
-    accepting = sorted(name for name, info in SAMPLER_INFO.items() if info.split is not None)
+
+def _refuse(sampler: str, rule: str) -> ValueError:
+    accepting = sorted(SPLITTING_SAMPLERS)
     return ValueError(f"score_fn: guidance rule {rule!r} re-noises with its own direction, "
                       f"which sampler {sampler!r} cannot use (its step is not split into a "
                       f"denoising and a re-noising direction); use one of "

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..schedules import SCHEDULES, DiscreteSchedule, VPContinuous, make_schedule
+from .base import SPLITTING_SAMPLERS
 from .ddim import ddim, ddim_coefficients, ddim_split_coefficients
 from .ddpm import (
     ddpm_ancestral,
@@ -98,6 +99,8 @@ def register_sampler(name: str, fn: Callable, schedule_kinds: tuple[str, ...], *
         raise ValueError(f"schedule_kinds: expected a non-empty subset of ('{DISCRETE}', "
                          f"'{CONTINUOUS}'), got {schedule_kinds!r}")
     info = SamplerInfo(name, fn, kinds, bool(stochastic), coefficients, split)
+    if split is not None:
+        SPLITTING_SAMPLERS.add(name)
     SAMPLER_INFO[name] = info
     SAMPLERS[name] = fn
     return info

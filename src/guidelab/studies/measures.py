@@ -45,6 +45,8 @@ class UnitContext:
         unit_id: the unit's id.
         parts: the unit's :class:`~guidelab.studies.parts.StudyParts` (model, judge, data).
         inv_prior: 1/p(c) of the exact family (the identity's value), or None.
+        field: ``w -> guided field`` of the unit (its model, rule and strength schedule at
+            strength w), for metrics that propagate the field itself (``exact_grid``).
         log: where a metric says what a long step is doing (the run's log), or None (say
             nothing).
     """
@@ -57,6 +59,7 @@ class UnitContext:
     unit_id: str
     parts: Any = None
     inv_prior: float | None = None
+    field: Callable[[float], Any] | None = None
     log: Callable[[str], None] | None = None
 
 
@@ -277,10 +280,15 @@ def _exact_grid_measure(ctx: ChunkContext) -> OnceRecord:
     if ctx.start != 0 or not wanted:
         return OnceRecord(None)
     sampler, schedule, sampler_options = _exact_grid_target(ctx.unit)
+    field = None
+    if not ctx.unit.reference and ctx.unit.field is not None:
+        field = ctx.unit.field(ctx.w)  # the unit's own rule and strength schedule
+        if field.rule.stateful or field.rule.renoises():
+            return OnceRecord(None)  # not a function of (x, level): no grid law (see check)
     _say_grid(ctx, sampler, options)
     columns = exact_columns(ctx.unit.distribution, ctx.unit.c, ctx.w, sampler, schedule,
                             sampler_options=sampler_options or None, points=options.points,
-                            refine=options.refine)
+                            refine=options.refine, field=field)
     return OnceRecord(columns)
 
 
@@ -317,8 +325,9 @@ def _exact_grid_check(spec, distribution) -> tuple[str, str] | None:
     if distribution.dim > 2:
         return ("metrics", f"exact_grid needs data of dimension 1 or 2, the distribution has "
                            f"d = {distribution.dim}")
-    if spec.guidance.strength.kind != "constant":
-        return ("guidance.strength", "exact_grid needs a constant strength schedule")
+    # every rule whose field is a function of (x, level) gets grid columns, whatever its
+    # strength schedule; a rule with per-run state (APG's momentum) or its own re-noising
+    # direction (CFG++) gets blank ones: the Monte Carlo rows stand
     # a sampler with no grid propagation (not in guidelab.exact.GRID_SAMPLERS, e.g. one a user
     # registered) gets NaN columns rather than a refusal: the Monte Carlo rows still stand
     if spec.reference.enabled and not isinstance(distribution, GaussianMixture):
@@ -627,3 +636,70 @@ def _profile_check(spec, distribution) -> tuple[str, str] | None:
 
 register_metric(Metric("profile", _profile_measure, _profile_summarize, OnceRecord.from_dict,
                        ProfileOptions, _profile_check))
+
+
+# ----------------------------------------------------------------------------- reward
+
+class RewardOptions(BaseModel):
+    """``[metric_options.reward]``: ``level`` of the interval of E[g]; ``keep_top`` as for
+    class_probability (default: what the Pareto k-hat of one unit needs)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    level: float = Field(default=0.95, gt=0, lt=1)
+    keep_top: int | None = Field(default=None, ge=1)
+
+
+def _reward_measure(ctx: ChunkContext):
+    from ..distributions import exponential_log_weight
+    from ..metrics.reward import WeightRecord
+
+    tilt = ctx.unit.spec.guidance.reward.model_dump(exclude_none=True)
+    y = ctx.samples.flatten(1).to(torch.float64)  # [n, d]
+    finite = torch.isfinite(y).all(dim=1)  # [n]
+    log_g = torch.full((y.shape[0],), math.nan, dtype=torch.float64)  # [n], NaN: lost rows
+    if bool(finite.any()):
+        log_g[finite.cpu()] = exponential_log_weight(y[finite], **tilt).cpu()
+    options = ctx.unit.options or RewardOptions()
+    return WeightRecord.from_log_weights(log_g, keep_top=_keep_top(options, ctx.unit.spec.trials))
+
+
+def _reward_summarize(record, unit: UnitContext) -> dict:
+    from ..distributions import log_normaliser
+
+    options = unit.options or RewardOptions()
+    row = {("g_" + key if key in ("n", "n_nonfinite") else key): value
+           for key, value in record.summary(level=options.level).items()}
+    distribution = unit.distribution
+    tilt = unit.spec.guidance.reward.model_dump(exclude_none=True)
+    # the reference: E_{p(x|c)}[g], what unguided exact sampling of the class gives
+    row["g_reference"] = (math.exp(log_normaliser(distribution, c=unit.c, **tilt))
+                          if unit.c >= 0 and distribution is not None else None)
+    return row
+
+
+def _reward_load(data: dict):
+    from ..metrics.reward import WeightRecord
+
+    return WeightRecord.from_dict(data)
+
+
+def _reward_pool(records: list):
+    from ..metrics.reward import WeightRecord
+
+    return WeightRecord.combine(records)
+
+
+def _reward_check(spec, distribution) -> tuple[str, str] | None:
+    from ..distributions import GaussianMixture
+
+    if spec.guidance.reward is None:
+        return ("metrics", "the reward metric measures E[g] for the weight of "
+                           "[guidance.reward], which the spec does not have")
+    if not isinstance(distribution, GaussianMixture):
+        return ("metrics", "the reward metric's reference E_p(x|c)[g] needs a Gaussian-mixture "
+                           "[distribution]")
+    return None
+
+
+register_metric(Metric("reward", _reward_measure, _reward_summarize, _reward_load,
+                       RewardOptions, _reward_check, _reward_pool))

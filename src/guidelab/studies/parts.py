@@ -11,6 +11,7 @@ r"""Building what a unit samples and who judges it, from the sections of its set
   rows for non-finite samples (the exact posterior of ``[distribution]``, or a fitted,
   saved, torchvision or user's judge);
 * ``data``: the split of ``[data]`` into named parts, when the spec has one;
+* ``models``: the other models a rule uses (``weak``: autoguidance's weaker model);
 * ``shape``, ``num_classes``, ``distribution`` (the exact family, or None), ``inv_prior``
   (1/p(c) of the exact family, or None), ``fingerprints`` (of the data and of every artifact:
   what the results store hashes into a unit's identity) and ``artifacts`` (how each artifact
@@ -37,7 +38,8 @@ from pydantic import TypeAdapter
 
 from .. import data as datasets
 from .. import models
-from ..distributions import GaussianMixture
+from ..distributions import GaussianMixture, conditional_mixture, exponential_tilt, inflate
+from ..guidance import Guided, make_rule
 from ..models import judges
 from .artifacts import ModelStore
 from .plugins import resolve_factory
@@ -55,6 +57,7 @@ from .spec.sections import (
     ExactModelSpec,
     FamilyDataSpec,
     FileDataSpec,
+    InflatedModelSpec,
     PerturbedModelSpec,
     PythonClassifierSpec,
     PythonDataSpec,
@@ -68,6 +71,7 @@ from .spec.sections import (
 )
 
 __all__ = ["StudyParts", "study_parts", "prepare", "exact_log_posterior", "load_data",
+           "guided_field", "strength_of", "rule_of", "uses_classifier", "reweighted_law",
            "needs_artifacts", "unit_fingerprints"]
 
 
@@ -86,6 +90,7 @@ class StudyParts:
     fingerprints: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, dict] = field(default_factory=dict)
     judge_object: Any = None
+    models: dict[str, Any] = field(default_factory=dict)
 
 
 def exact_log_posterior(distribution, samples: torch.Tensor) -> torch.Tensor:
@@ -377,6 +382,16 @@ def _build_model(section, settings: Spec, split, store, progress, log, path="mod
                             f"{type(model).__name__}, not a score model with score(x, alpha, "
                             f"sigma, c=None)")
         return model, None, f"python:{section.factory}:{json.dumps(section.options)}"
+    if isinstance(section, InflatedModelSpec):
+        distribution = settings.distribution_object()
+        if distribution is None:
+            raise SpecError("", f"{path}.kind", "kind 'inflated' widens [distribution], which "
+                            "the spec does not have")
+        try:
+            return (inflate(distribution, section.factor), None,
+                    f"inflated:{section.factor}:{_json(settings.distribution)}")
+        except ValueError as error:
+            raise SpecError("", f"{path}.factor", str(error)) from None
     if isinstance(section, PerturbedModelSpec):
         base, info, fingerprint = _build_model(section.base, settings, split, store, progress,
                                                log, f"{path}.base")
@@ -421,9 +436,25 @@ def _build_judge(settings: Spec, split, store, log):
     return _judge_function(judge), judge, None, judge.fingerprint()
 
 
+def rule_of(settings: Spec):
+    """The guidance rule the settings name, built from its options (a SpecError naming
+    ``guidance.options`` or ``guidance.rule`` for a bad one)."""
+    try:
+        return make_rule(settings.guidance.rule, settings.guidance.options)
+    except ValueError as error:
+        text = str(error)
+        key = "guidance.rule" if text.startswith("rule:") else "guidance.options"
+        raise SpecError("", key, text.removeprefix("rule: ")) from None
+
+
+def uses_classifier(settings: Spec) -> bool:
+    """Whether the rule takes the class gradient of a classifier (classifier guidance)."""
+    return "class_gradient" in rule_of(settings).branches
+
+
 def _build_classifier(settings: Spec, model, split, store, progress, log):
     """(classifier or None, artifact info or None, fingerprint or None)."""
-    if settings.guidance.rule != "classifier":
+    if not uses_classifier(settings):
         return None, None, None
     section = settings.guidance.classifier
     if section is None:
@@ -515,6 +546,12 @@ def study_parts(settings: Spec, *, store: ModelStore | None = None, progress: bo
     judge_fn, judge, judge_info, judge_fingerprint = _build_judge(settings, split, store, log)
     classifier, classifier_info, classifier_fingerprint = _build_classifier(
         settings, model, split, store, progress, log)
+    extra_models: dict[str, Any] = {}
+    weak_info = None
+    if settings.guidance.weak is not None:
+        weak, weak_info, weak_fingerprint = _build_model(settings.guidance.weak, settings, split,
+                                                         store, progress, log, "guidance.weak")
+        extra_models["weak"] = weak
     shape, num_classes = _shape_and_classes(settings, model, split, judge)
     base = settings.model
     while isinstance(base, PerturbedModelSpec):
@@ -533,10 +570,13 @@ def study_parts(settings: Spec, *, store: ModelStore | None = None, progress: bo
         fingerprints["data"] = split.fingerprint
     if classifier_fingerprint is not None:
         fingerprints["classifier"] = classifier_fingerprint
+    if "weak" in extra_models:
+        fingerprints["weak"] = weak_fingerprint
     artifacts = {name: info for name, info in (("model", model_info), ("judge", judge_info),
-                                               ("classifier", classifier_info)) if info}
+                                               ("classifier", classifier_info),
+                                               ("weak", weak_info)) if info}
     parts = StudyParts(model, judge_fn, shape, num_classes, distribution, classifier, split,
-                       inv_prior, fingerprints, artifacts, judge)
+                       inv_prior, fingerprints, artifacts, judge, extra_models)
     _PARTS_CACHE[key] = parts
     return parts
 
@@ -548,8 +588,12 @@ def needs_artifacts(settings: Spec) -> bool:
     while isinstance(section, PerturbedModelSpec):
         section = section.base
     classifier = settings.guidance.classifier
+    weak = settings.guidance.weak
+    while isinstance(weak, PerturbedModelSpec):
+        weak = weak.base
     return (isinstance(section, TrainedModelSpec) or isinstance(settings.judge, TrainedJudgeSpec)
-            or (settings.guidance.rule == "classifier"
+            or isinstance(weak, TrainedModelSpec)
+            or (uses_classifier(settings)
                 and (isinstance(classifier, TrainedClassifierSpec)
                      or (classifier is None and not isinstance(settings.model,
                                                                ExactModelSpec)))))
@@ -618,3 +662,69 @@ def unit_fingerprints(settings: Spec) -> dict[str, str]:
     loading of weights). The results store hashes them into the unit's identity, so a unit
     file made from other data or other weights is recomputed."""
     return dict(_fingerprints_cached(json.dumps(settings.model_dump(), sort_keys=True)))
+
+
+def strength_of(settings: Spec, w: float):
+    """The strength schedule of the settings at top strength w: a float, or a schedule
+    ``(alpha, sigma) -> w`` (:mod:`guidelab.guidance.strength`)."""
+    from ..guidance import cosine_ramp, exponential_decay, interval, linear_ramp
+    from .spec.schema import (
+        ExponentialStrengthSpec,
+        IntervalStrengthSpec,
+        PythonStrengthSpec,
+        RampStrengthSpec,
+    )
+
+    strength = settings.guidance.strength
+    if isinstance(strength, IntervalStrengthSpec):
+        return interval(w, strength.lo, strength.hi, variable=strength.variable)
+    if isinstance(strength, RampStrengthSpec):
+        ramp = linear_ramp if strength.kind == "linear_ramp" else cosine_ramp
+        return ramp(w, strength.lo, strength.hi, increasing=strength.increasing,
+                    variable=strength.variable)
+    if isinstance(strength, ExponentialStrengthSpec):
+        return exponential_decay(w, strength.rate, variable=strength.variable)
+    if isinstance(strength, PythonStrengthSpec):
+        shape = _python_object(strength.factory, strength.options, "guidance.strength.factory",
+                               "models")
+
+        def scheduled(alpha, sigma):
+            return w * shape(alpha, sigma)
+
+        return scheduled
+    return w
+
+
+def guided_field(settings: Spec, parts: StudyParts, c: int, w: float) -> Guided:
+    """The unit's guided field at strength w: its model, its rule (built from the spec's
+    options), class c, the strength schedule, and whatever the rule needs (the classifier, the
+    weaker model of autoguidance, the reweighted law of reward guidance)."""
+    guidance = settings.guidance
+    models = dict(parts.models)
+    if guidance.reward is not None:
+        models["reweighted"] = reweighted_law(settings, parts, c)
+    return Guided(parts.model, rule_of(settings), c, strength_of(settings, w),
+                  allow_negative=guidance.allow_negative, classifier=parts.classifier,
+                  models=models)
+
+
+@functools.lru_cache(maxsize=64)
+def _reweighted_cached(distribution_json: str, reward_json: str, c: int):
+    distribution = build_distribution(_DISTRIBUTION_ADAPTER.validate_python(
+        json.loads(distribution_json)))
+    tilt = json.loads(reward_json)
+    return exponential_tilt(conditional_mixture(distribution, c), **tilt)
+
+
+def reweighted_law(settings: Spec, parts: StudyParts, c: int):
+    """p(x|c) g(x) / E[g] for the spec's weight g (``[guidance.reward]``): the class-c part of
+    the exact Gaussian mixture, tilted (:func:`guidelab.distributions.exponential_tilt`)."""
+    if not isinstance(parts.distribution, GaussianMixture):
+        raise SpecError("", "guidance.reward", "reward guidance's exact reweighted law needs "
+                        "[distribution] of family 'gaussian_mixture' (or a built-in one)")
+    reward = settings.guidance.reward.model_dump(exclude_none=True)
+    try:
+        return _reweighted_cached(_json(settings.distribution), json.dumps(reward, sort_keys=True),
+                                  c)
+    except ValueError as error:
+        raise SpecError("", "guidance.reward", str(error)) from None

@@ -29,10 +29,10 @@ out-of-memory error (CUDA's, or the CPU allocator's) halves the chunk, to a mult
 with a message, and retries it: the rows, and so their noise, stay the same.
 
 **The sampler** and its schedule come from :mod:`guidelab.samplers.registry`
-(``sampler_schedule(name, schedule, steps)``); the guidance rule is ``cfg``
-(:class:`~guidelab.guidance.ClassifierFreeGuidance`) or ``classifier``
-(:class:`~guidelab.guidance.ClassifierGuidance` with the family as its own exact classifier),
-its strength constant or limited to an interval of noise levels. A reference unit runs the exact
+(``sampler_schedule(name, schedule, steps)``); the guided field is the unit's model, its
+guidance rule (any rule of :mod:`guidelab.guidance.registry`, built from ``guidance.options``)
+and its strength schedule, with whatever the rule needs (:func:`guidelab.studies.parts.
+guided_field`). A reference unit runs the exact
 reverse kernel of the Gaussian mixture (:func:`~guidelab.samplers.exact_reverse`) at w = 0.
 
 A whole study (units on a backend, into the results store) is
@@ -53,7 +53,7 @@ import torch
 from .. import _json
 from ..noise import RowNoise
 from .measures import METRICS, ChunkContext, UnitContext
-from .parts import study_parts
+from .parts import guided_field, study_parts
 from .spec import CLASS_KEY, IntervalStrengthSpec, Spec
 from .spec.schema import MODEL_SCHEDULE
 from .store import record_json
@@ -109,20 +109,14 @@ def default_chunk_rows(device: torch.device, row_size: int) -> int:
     return max(4096, (1 << 23) // row_size)
 
 
-def _strength(settings: Spec, w: float):
-    from ..guidance import interval
-
-    strength = settings.guidance.strength
-    if isinstance(strength, IntervalStrengthSpec):
-        return interval(w, strength.lo, strength.hi, variable=strength.variable)
-    return w
-
-
 def _strength_label(settings: Spec) -> str:
     strength = settings.guidance.strength
     if isinstance(strength, IntervalStrengthSpec):
         return f"interval({strength.variable} in ({strength.lo:g}, {strength.hi:g}])"
-    return "constant"
+    fields = {k: v for k, v in strength.model_dump().items() if k != "kind"}
+    if not fields:
+        return strength.kind
+    return f"{strength.kind}({', '.join(f'{k}={v}' for k, v in fields.items())})"
 
 
 def _schedule_label(schedule) -> str:
@@ -136,7 +130,6 @@ def _schedule_label(schedule) -> str:
 
 def _sampler_call(settings: Spec, unit: Unit, parts):
     """(run(noise, x_init, w) -> SampleResult, sampler label, steps, schedule label)."""
-    from ..guidance import ClassifierFreeGuidance, ClassifierGuidance
     from ..samplers import exact_reverse
     from ..samplers.registry import sampler_info, sampler_schedule
     from ..schedules import make_schedule
@@ -156,16 +149,9 @@ def _sampler_call(settings: Spec, unit: Unit, parts):
         schedule, extra = sampler_schedule(settings.sampler.name, settings.sampler.schedule,
                                            settings.sampler.steps)
     options = {**extra, **settings.sampler.options}
-    guidance = settings.guidance
 
     def run(noise, x_init, w):
-        if guidance.rule == "classifier":
-            guided = ClassifierGuidance(parts.model, parts.classifier, c,
-                                        strength=_strength(settings, w),
-                                        allow_negative=guidance.allow_negative)
-        else:
-            guided = ClassifierFreeGuidance(parts.model, c, strength=_strength(settings, w),
-                                            allow_negative=guidance.allow_negative)
+        guided = guided_field(settings, parts, c, w)
         return info.fn(guided, schedule, x_init, generator=noise, **options)
 
     return run, info.name, settings.sampler.steps, _schedule_label(schedule)
@@ -266,7 +252,9 @@ def _run_unit(spec: Spec, unit: Unit, settings: Spec, chunk_rows, on_rows, log) 
     inv_prior = parts.inv_prior[c] if parts.inv_prior is not None else None
     contexts = {m.name: UnitContext(settings, parts.distribution, c, unit.reference,
                                     m.parse_options(settings.metric_options.get(m.name)),
-                                    unit.id, parts, inv_prior, log=log) for m in metrics}
+                                    unit.id, parts, inv_prior, log=log,
+                                    field=lambda w: guided_field(settings, parts, c, w))
+                for m in metrics}
     seconds = {None: 0.0, **{m.name: 0.0 for m in metrics}}  # None: the sampler; wall time
     records: dict[tuple[str, float], Any] = {}
     keep = settings.keep_samples if math.prod(shape) <= 2 else min(settings.keep_samples,

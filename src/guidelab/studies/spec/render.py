@@ -20,7 +20,8 @@ __all__ = ["from_validation_error", "describe_error"]
 
 _TAGGED = {"distribution": FAMILY_MODELS, "strength": STRENGTH_MODELS,
            "data": SECTION_VARIANTS["data"], "model": SECTION_VARIANTS["model"],
-           "base": SECTION_VARIANTS["model"], "judge": SECTION_VARIANTS["judge"],
+           "base": SECTION_VARIANTS["model"], "weak": SECTION_VARIANTS["model"],
+           "judge": SECTION_VARIANTS["judge"],
            "classifier": SECTION_VARIANTS["classifier"]}
 """Fields holding a discriminated union: field name -> tag -> settings model."""
 

@@ -16,7 +16,8 @@ from .sections import ClassifierSpec, DataSpec, ExactModelSpec, JudgeSpec, Model
 
 __all__ = ["Spec", "DistributionSpec", "GaussianMixtureSpec", "EmpiricalSpec", "UniformBoxSpec",
            "BuiltinDistributionSpec", "GuidanceSpec", "ConstantStrengthSpec",
-           "IntervalStrengthSpec", "StrengthSpec", "SamplerSpec", "ReferenceSpec",
+           "IntervalStrengthSpec", "RampStrengthSpec", "ExponentialStrengthSpec",
+           "PythonStrengthSpec", "RewardSpec", "StrengthSpec", "SamplerSpec", "ReferenceSpec",
            "FAMILY_MODELS", "STRENGTH_MODELS", "MODEL_SCHEDULE", "W_KEY", "CLASS_KEY",
            "FORBIDDEN_SWEEP_KEYS",
            "build_distribution"]
@@ -94,18 +95,66 @@ class IntervalStrengthSpec(SpecModel):
     variable: Literal["sigma", "tau"] = "sigma"
 
 
-StrengthSpec = Annotated[ConstantStrengthSpec | IntervalStrengthSpec,
+class RampStrengthSpec(SpecModel):
+    """A ramp between the levels lo < hi (:func:`guidelab.guidance.linear_ramp`,
+    :func:`~guidelab.guidance.cosine_ramp`): full strength below lo when ``increasing`` (towards
+    the data), none above hi."""
+
+    kind: Literal["linear_ramp", "cosine_ramp"]
+    lo: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    hi: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    increasing: bool = True
+    variable: Literal["sigma", "tau"] = "sigma"
+
+
+class ExponentialStrengthSpec(SpecModel):
+    """C^2FG's exponential decay w exp(-rate level)
+    (:func:`guidelab.guidance.exponential_decay`)."""
+
+    kind: Literal["exponential_decay"]
+    rate: Annotated[float, Field(ge=0, le=1e3, allow_inf_nan=False)]
+    variable: Literal["sigma", "tau", "time"] = "sigma"
+
+
+class PythonStrengthSpec(SpecModel):
+    """Any schedule: ``factory(**options)`` returns f(alpha, sigma), and the strength at a level
+    is w f(alpha, sigma)."""
+
+    kind: Literal["python"]
+    factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+                                  max_length=200)]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+StrengthSpec = Annotated[ConstantStrengthSpec | IntervalStrengthSpec | RampStrengthSpec
+                         | ExponentialStrengthSpec | PythonStrengthSpec,
                          Field(discriminator="kind")]
-STRENGTH_MODELS = {"constant": ConstantStrengthSpec, "interval": IntervalStrengthSpec}
+STRENGTH_MODELS = {"constant": ConstantStrengthSpec, "interval": IntervalStrengthSpec,
+                   "linear_ramp": RampStrengthSpec, "cosine_ramp": RampStrengthSpec,
+                   "exponential_decay": ExponentialStrengthSpec, "python": PythonStrengthSpec}
+
+
+class RewardSpec(SpecModel):
+    """The weight g(x) = exp(b^T x - (1/2)(x - m)^T A (x - m)) of reward guidance
+    (:func:`guidelab.distributions.exponential_tilt`): b ``[d]``, A a number, ``[d]`` (diagonal)
+    or ``[d, d]``, m ``[d]``; the reward is r = 1 / g."""
+
+    b: NumberArray | None = None
+    A: NumberArray | float | None = None
+    m: NumberArray | None = None
 
 
 class GuidanceSpec(SpecModel):
-    """The guidance rule; its strength w comes from ``sweep.w``."""
+    """The guidance rule (a name of :data:`guidelab.guidance.registry.RULES`) and its options;
+    its strength w comes from ``sweep.w``, shaped over the noise level by ``strength``."""
 
-    rule: Literal["cfg", "classifier"] = "cfg"
+    rule: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)] = "cfg"
+    options: dict[str, Any] = Field(default_factory=dict)
     strength: StrengthSpec = ConstantStrengthSpec()
     allow_negative: bool = False
     classifier: ClassifierSpec | None = None   # rule = "classifier": exact, else trained
+    weak: ModelSpec | None = None              # rule = "autoguidance": the weaker model
+    reward: RewardSpec | None = None           # rule = "reward": the weight g = 1 / reward
 
 
 MODEL_SCHEDULE = "model"

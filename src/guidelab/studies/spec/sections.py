@@ -40,7 +40,7 @@ __all__ = [
     "DataSpec", "ModelSpec", "JudgeSpec", "ClassifierSpec",
     "DigitsDataSpec", "FamilyDataSpec", "SwissRollDataSpec", "FileDataSpec", "PythonDataSpec",
     "ExactModelSpec", "TrainedModelSpec", "CheckpointModelSpec", "DiffusersModelSpec",
-    "PythonModelSpec", "PerturbedModelSpec",
+    "PythonModelSpec", "InflatedModelSpec", "PerturbedModelSpec",
     "ExactJudgeSpec", "TrainedJudgeSpec", "CheckpointJudgeSpec", "TorchvisionJudgeSpec",
     "PythonJudgeSpec",
     "ExactClassifierSpec", "TrainedClassifierSpec", "CheckpointClassifierSpec",
@@ -174,6 +174,15 @@ class PythonModelSpec(SpecModel):
     shape: list[PositiveInt] | None = None
 
 
+class InflatedModelSpec(SpecModel):
+    """``kind = "inflated"``: the exact scores of ``[distribution]`` with every component
+    widened by ``factor`` (:func:`guidelab.distributions.inflate`): the weaker model of
+    autoguidance for exact families."""
+
+    kind: Literal["inflated"]
+    factor: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = 1.5
+
+
 class PerturbedModelSpec(SpecModel):
     """``kind = "perturbed"``: ``base`` with a controlled score error of size eps
     (:class:`guidelab.models.Perturbed`)."""
@@ -186,7 +195,8 @@ class PerturbedModelSpec(SpecModel):
 
 
 ModelSpec = Annotated[ExactModelSpec | TrainedModelSpec | CheckpointModelSpec
-                      | DiffusersModelSpec | PythonModelSpec | PerturbedModelSpec,
+                      | DiffusersModelSpec | PythonModelSpec | InflatedModelSpec
+                      | PerturbedModelSpec,
                       Field(discriminator="kind")]
 PerturbedModelSpec.model_rebuild()
 
@@ -295,7 +305,8 @@ SECTION_VARIANTS: dict[str, dict[str, type[SpecModel]]] = {
              "swiss_roll": SwissRollDataSpec, "file": FileDataSpec, "python": PythonDataSpec},
     "model": {"exact": ExactModelSpec, "trained": TrainedModelSpec,
               "checkpoint": CheckpointModelSpec, "diffusers": DiffusersModelSpec,
-              "python": PythonModelSpec, "perturbed": PerturbedModelSpec},
+              "python": PythonModelSpec, "inflated": InflatedModelSpec,
+              "perturbed": PerturbedModelSpec},
     "judge": {"exact": ExactJudgeSpec, "trained": TrainedJudgeSpec,
               "checkpoint": CheckpointJudgeSpec, "torchvision": TorchvisionJudgeSpec,
               "python": PythonJudgeSpec},

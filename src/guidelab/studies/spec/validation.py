@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ValidationError, create_model
 
 from ...distributions import GaussianMixture
+from ...guidance import make_rule
 from ...samplers.registry import SAMPLER_INFO, sampler_schedule
 from ...schedules import SCHEDULES, make_schedule
 from ..measures import METRICS
@@ -44,6 +45,7 @@ from .schema import (
     MODEL_SCHEDULE,
     W_KEY,
     IntervalStrengthSpec,
+    RampStrengthSpec,
     SamplerSpec,
     Spec,
 )
@@ -58,6 +60,7 @@ from .sections import (
     ExactModelSpec,
     FamilyDataSpec,
     FileDataSpec,
+    InflatedModelSpec,
     PerturbedModelSpec,
     PythonClassifierSpec,
     PythonDataSpec,
@@ -223,8 +226,10 @@ def _check_unit_settings(spec: Spec, memo: _Memo | None = None) -> Any:
     distribution = memo.once("distribution", spec.distribution,
                              lambda _: spec.distribution_object())
     memo.once("sampler", spec.sampler, _check_sampler)
+    _check_guidance(spec, distribution)
     strength = spec.guidance.strength
-    if isinstance(strength, IntervalStrengthSpec) and not strength.lo < strength.hi:
+    if isinstance(strength, IntervalStrengthSpec | RampStrengthSpec) \
+            and not strength.lo < strength.hi:
         raise SpecError("", "guidance.strength.hi", f"expected hi > lo = {strength.lo}, got "
                         f"{strength.hi}")
     if spec.reference.enabled:
@@ -313,8 +318,8 @@ def _check_sections(spec: Spec, distribution) -> None:
     if isinstance(judge, PythonJudgeSpec):
         _check_factory(judge.factory, "judge.factory", "judges")
     classifier = spec.guidance.classifier
-    if spec.guidance.rule != "classifier":
-        return  # a [guidance.classifier] serves the units of a swept rule = "classifier"
+    if "class_gradient" not in _rule(spec).branches:
+        return  # a [guidance.classifier] serves the units of a swept rule that needs one
     if classifier is None:
         classifier = ExactClassifierSpec() if isinstance(spec.model, ExactModelSpec) \
             else TrainedClassifierSpec(kind="trained")
@@ -326,6 +331,49 @@ def _check_sections(spec: Spec, distribution) -> None:
         _exists(classifier.path, "guidance.classifier.path")
     if isinstance(classifier, PythonClassifierSpec):
         _check_factory(classifier.factory, "guidance.classifier.factory")
+
+
+def _rule(spec: Spec):
+    """The spec's guidance rule, built from its options (SpecError naming the key)."""
+    try:
+        return make_rule(spec.guidance.rule, spec.guidance.options)
+    except ValueError as error:
+        text = str(error)
+        if text.startswith("rule:"):
+            raise SpecError("", "guidance.rule", text.removeprefix("rule: ")) from None
+        option, _, rest = text.partition(": ")
+        key = format_path(("guidance", "options", option)) if option.isidentifier() \
+            else "guidance.options"
+        raise SpecError("", key, rest or text) from None
+
+
+def _check_guidance(spec: Spec, distribution) -> None:
+    """The rule exists and its options are valid, and what it needs is there: a weaker model
+    for autoguidance, the weight for reward guidance, a sampler that splits its step for a
+    rule with its own re-noising direction."""
+    rule = _rule(spec)
+    guidance = spec.guidance
+    weak_needed = any(branch.startswith("model:") for branch in rule.branches)
+    if weak_needed and guidance.weak is None:
+        raise SpecError("", "guidance.weak", f"rule {rule.name!r} needs a weaker model: "
+                        f"[guidance.weak] (e.g. kind = 'inflated', factor = 1.5 for an exact "
+                        f"family, or a smaller trained network)")
+    if isinstance(guidance.weak, ExactModelSpec | InflatedModelSpec) and distribution is None:
+        raise SpecError("", "guidance.weak.kind", "an exact or inflated weak model needs "
+                        "[distribution]")
+    if any(branch.startswith("uncond:") for branch in rule.branches):
+        if guidance.reward is None or (guidance.reward.b is None and guidance.reward.A is None):
+            raise SpecError("", "guidance.reward", f"rule {rule.name!r} needs the weight g: "
+                            f"[guidance.reward] with b (exponential-linear) and/or A, m "
+                            f"(exponential-quadratic)")
+        if not isinstance(distribution, GaussianMixture) or spec.model.kind != "exact":
+            raise SpecError("", "guidance.reward", "reward guidance's exact reweighted law "
+                            "needs model.kind = 'exact' and a Gaussian-mixture [distribution]")
+    if rule.renoises() and SAMPLER_INFO[spec.sampler.name].split is None:
+        splitting = sorted(n for n, i in SAMPLER_INFO.items() if i.split is not None)
+        raise SpecError("", "guidance.rule", f"rule {rule.name!r} re-noises with its own "
+                        f"direction, which sampler {spec.sampler.name!r} cannot use; use "
+                        f"one of {', '.join(splitting)}")
 
 
 def _num_classes(spec: Spec, distribution) -> int | None:
