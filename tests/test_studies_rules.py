@@ -143,3 +143,31 @@ def test_reward_guidance_lowers_the_mean_weight(tmp_path):
         # guided: far lower, the intervals separated
         assert guided["g_high"] < base["g_low"]
     assert torch.isfinite(torch.tensor([r["g_mean"] for r in result.pooled])).all()
+
+
+def test_rules_are_compared_at_a_matched_q(tmp_path):
+    from guidelab.studies.matching import matched_strengths, run_matched
+
+    spec = _spec(tmp_path, """
+        guidance = [{ rule = "cfg" }, { rule = "rescaled_cfg", options = { phi = 1.0 } }]
+        """, overrides=["trials=200", "sweep.w=[0.0, 0.5, 1.0, 2.0, 4.0]"])
+    coarse = run_spec(spec, tmp_path / "coarse", progress=False)
+    cfg_q = {row["w"]: row["q_mean"] for row in coarse.pooled
+             if json.loads(row["guidance"])["rule"] == "cfg"}
+    target = 0.5 * (cfg_q[0.5] + cfg_q[1.0])
+    matches = matched_strengths(coarse.pooled, "guidance", target=target)
+    cfg = next(m for m in matches if json.loads(m.setting)["rule"] == "cfg")
+    assert cfg.bracket == (0.5, 1.0) and 0.5 < cfg.w < 1.0
+    confirmed = run_matched(spec, matches, "guidance", tmp_path / "matched", progress=False)
+    for match in matches:
+        if match.w is None:
+            continue
+        rows = [r for r in confirmed[match.setting].pooled if r["w"] == match.w]
+        value = rows[0]["q_mean"]
+        # the same noise: the confirmed Q lies between the bracketing strengths' values and
+        # closer to the target than they are
+        low, high = sorted(match.reached)
+        assert low <= value <= high
+        assert abs(value - target) < (high - low) / 2
+    with pytest.raises(ValueError, match="^target"):
+        matched_strengths(coarse.pooled, "guidance", target=math.inf)

@@ -516,6 +516,57 @@ def run(
         _print_times(result, started)
 
 
+@app.command("match", cls=_Command)
+def match(
+    spec: str = typer.Argument(..., help="A spec file (TOML) or a built-in spec name whose "
+                               "sweep has the settings to compare (e.g. guidance tables) and "
+                               "several strengths w: the coarse sweep."),
+    by: str = typer.Option("guidance", "--by", show_default=False,
+                           help="The swept key whose settings are compared (default: "
+                                "guidance)."),
+    target: float = typer.Option(..., "--target", help="The value every setting must reach."),
+    column: str = typer.Option("q_mean", "--column", show_default=False,
+                               help="The pooled column to match: q_mean (Q), p_mean (E[p]), "
+                                    "g_mean (E[g]), ... (default: q_mean)."),
+    out: Path | None = typer.Option(None, "--out", help="Results folder (default: "
+                                    "results/NAME-matched): the coarse study in OUT/coarse, "
+                                    "one confirming study per setting beside it."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: key.path=TOML value. "
+                                   "Repeatable."),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """Compare settings (guidance rules) at a matched effect: run the coarse sweep, find for
+    each setting the w at which its pooled COLUMN reaches TARGET (interpolated between the
+    swept strengths that bracket it), then confirm each w on the same noise."""
+    from .studies.matching import matched_strengths, run_matched
+    from .studies.run import run_spec
+    from .studies.spec import load_spec
+
+    with _errors(debug, out):
+        resolved = load_spec(spec, set_)
+        if by not in resolved.sweep:
+            raise ValueError(f"--by: {by!r} is not a swept key of {resolved.name} (swept: "
+                             f"{', '.join(resolved.swept_keys)})")
+        out = out if out is not None else Path("results") / f"{resolved.name}-matched"
+        coarse = run_spec(resolved, out / "coarse", progress=not quiet)
+        matches = matched_strengths(coarse.pooled, by, column=column, target=target)
+        confirmed = run_matched(resolved, matches, by, out, progress=not quiet)
+        typer.echo(f"{column} = {target:g} by {by}, pooled over classes (coarse study: "
+                   f"{out / 'coarse'})")
+        for found in matches:
+            label = found.setting if len(str(found.setting)) <= 60 else \
+                str(found.setting)[:57] + "..."
+            if found.w is None:
+                typer.echo(f"  {label}: not reached between the swept strengths")
+                continue
+            rows = [r for r in confirmed[found.setting].pooled if r["w"] == found.w]
+            value = rows[0].get(column) if rows else None
+            typer.echo(f"  {label}: w = {found.w:.4g} (between {found.bracket[0]:g} and "
+                       f"{found.bracket[1]:g}); confirmed {column} = "
+                       f"{_number(value, '.4g')}")
+
+
 @app.command("report", cls=_Command)
 def report(
     run_dir: Path = typer.Argument(..., help="A results folder written by `guidelab run`."),
