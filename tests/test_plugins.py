@@ -45,6 +45,7 @@ def installed_plugin(tmp_path, monkeypatch):
         "[guidelab.plugins]\nbumps = bumps_plugin:register\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
+    monkeypatch.undo()  # the package leaves sys.path before the plugins are loaded again
     for registry, name in ((CATALOG, "two_bumps"), (plugins.MODELS, "two_bumps_model"),
                            (plugins.JUDGES, "two_bumps_judge")):
         registry.pop(name, None)

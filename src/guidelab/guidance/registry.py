@@ -23,6 +23,7 @@ Registered here:
 | ``attribute_switch`` | :class:`~guidelab.guidance.rules.attribute_switch.AttributeSwitch` | switch_class, switch_sigma, variable |
 | ``cfgpp`` | :class:`~guidelab.guidance.rules.cfgpp.CFGPlusPlus` | none |
 | ``reward`` | :class:`~guidelab.guidance.rules.reward.RewardGuidance` | none (the reweighted law is the field's model ``reweighted``) |
+| ``diffusers`` | :class:`~guidelab.guidance.rules.diffusers_guider.DiffusersGuider` | guider, arguments, form (a guider of ``diffusers.guiders``; w sets its ``guidance_scale``) |
 
 The strength w is not an option of a rule: it is the bound field's (``Guided(..., strength)``).
 """  # noqa: E501
@@ -41,6 +42,7 @@ from .rules.cfg import CFG
 from .rules.cfg_zero_star import CFGZeroStar, CFGZeroStarOptions
 from .rules.cfgpp import CFGPlusPlus
 from .rules.classifier import ClassifierRule
+from .rules.diffusers_guider import DiffusersGuider, DiffusersGuiderOptions
 from .rules.power_law import PowerLawCFG, PowerLawCFGOptions
 from .rules.rescaled import RescaledCFG, RescaledCFGOptions
 from .rules.reward import RewardGuidance
@@ -115,3 +117,4 @@ register_rule("autoguidance", Autoguidance, AutoguidanceOptions)
 register_rule("attribute_switch", AttributeSwitch, AttributeSwitchOptions)
 register_rule("cfgpp", CFGPlusPlus)
 register_rule("reward", RewardGuidance)
+register_rule("diffusers", DiffusersGuider, DiffusersGuiderOptions)

@@ -13,7 +13,9 @@ that bind the classic ones to a model: :class:`ClassifierFreeGuidance` and
   at a noise level;
 - :mod:`.cfgpp` (:class:`CFGPlusPlus`, Chung et al. 2024): a separate re-noising direction;
 - :mod:`.reward` (:class:`RewardGuidance`, Jiao, Chen & Li 2025): guidance towards a reweighted
-  law instead of the unconditional one.
+  law instead of the unconditional one;
+- :mod:`.diffusers_guider` (:class:`DiffusersGuider`): any two-prediction guider of
+  ``diffusers.guiders``, its strength set from w (diffusers imported on first use).
 
 Rules are built by name through :mod:`guidelab.guidance.registry`.
 """
@@ -30,12 +32,14 @@ from .cfg import CFG, cfg_weights
 from .cfg_zero_star import CFGZeroStar
 from .cfgpp import CFGPlusPlus
 from .classifier import ClassifierRule
+from .diffusers_guider import DiffusersGuider
 from .power_law import PowerLawCFG
 from .rescaled import RescaledCFG
 from .reward import RewardGuidance
 
 __all__ = ["RewardGuidance", "CFG", "ClassifierRule", "RescaledCFG", "APG", "CFGZeroStar",
-           "PowerLawCFG", "Autoguidance", "AttributeSwitch", "CFGPlusPlus", "cfg_weights",
+           "PowerLawCFG", "Autoguidance", "AttributeSwitch", "CFGPlusPlus", "DiffusersGuider",
+           "cfg_weights",
            "ClassifierFreeGuidance", "ClassifierGuidance", "ScoreModel", "Classifier"]
 
 
