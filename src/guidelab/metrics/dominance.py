@@ -90,7 +90,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -101,6 +101,7 @@ from guidelab.metrics.record import (
     _bin_edges,
     _check_bins,
     _quantile_bin,
+    fields_equal,
 )
 
 __all__ = [
@@ -208,14 +209,7 @@ class DominanceRecord:
     def __eq__(self, other) -> bool:
         if not isinstance(other, DominanceRecord):
             return NotImplemented
-        for field in fields(self):
-            mine, theirs = getattr(self, field.name), getattr(other, field.name)
-            if isinstance(mine, np.ndarray):
-                if not np.array_equal(mine, theirs):
-                    return False
-            elif mine != theirs or type(mine) is not type(theirs):
-                return False
-        return True
+        return fields_equal(self, other)
 
     __hash__ = None
 

@@ -96,6 +96,19 @@ __all__ = [
     "summarize_class_probability",
 ]
 
+def fields_equal(a, b) -> bool:
+    """Whether two dataclass records of one type hold equal fields: arrays element by element,
+    everything else by value and type (records compare equal only when every field does)."""
+    for field in fields(a):
+        mine, theirs = getattr(a, field.name), getattr(b, field.name)
+        if isinstance(mine, np.ndarray):
+            if not np.array_equal(mine, theirs):
+                return False
+        elif mine != theirs or type(mine) is not type(theirs):
+            return False
+    return True
+
+
 POOLED_CLASS = -1
 """The class of a record pooled over classes (:meth:`ClassProbabilityRecord.pool`)."""
 
@@ -403,14 +416,7 @@ class ClassProbabilityRecord:
     def __eq__(self, other) -> bool:
         if not isinstance(other, ClassProbabilityRecord):
             return NotImplemented
-        for field in fields(self):
-            mine, theirs = getattr(self, field.name), getattr(other, field.name)
-            if isinstance(mine, np.ndarray):
-                if not np.array_equal(mine, theirs):
-                    return False
-            elif mine != theirs or type(mine) is not type(theirs):
-                return False
-        return True
+        return fields_equal(self, other)
 
     __hash__ = None
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ from guidelab.metrics.record import (
     _merge_moments,
     _moments_of_logs,
     _positive_terms_interval,
+    fields_equal,
 )
 
 __all__ = ["WeightRecord", "WEIGHT_SUMMARY_COLUMNS"]
@@ -127,14 +128,7 @@ class WeightRecord:
     def __eq__(self, other) -> bool:
         if not isinstance(other, WeightRecord):
             return NotImplemented
-        for field in fields(self):
-            mine, theirs = getattr(self, field.name), getattr(other, field.name)
-            if isinstance(mine, np.ndarray):
-                if not np.array_equal(mine, theirs):
-                    return False
-            elif mine != theirs or type(mine) is not type(theirs):
-                return False
-        return True
+        return fields_equal(self, other)
 
     __hash__ = None
 
