@@ -53,6 +53,11 @@ SMALL = {
                          "metric_options.score_error.levels=3"],
     "support-leak": ["trials=20", "sampler.steps=10", "sweep.w=[0, 2]",
                      'sweep."model.eps"=[0.0, 0.1]', 'sweep."model.perturbation"=["bias"]'],
+    "reward-gmm": ["trials=40", "sampler.steps=20", "sweep.w=[0, 2]"],
+    "reward-swiss-roll": ["trials=40", "sampler.steps=20", "sweep.w=[0, 2]",
+                          "metric_options.exact_grid={points = 17, refine = false, w = [0.0]}",
+                          'sweep.model=[{kind = "exact"}, {kind = "trained", architecture = '
+                          '"mlp", hidden = 16, depth = 1, steps = 20, batch_size = 64}]'],
 }
 """Overrides that make each built-in study a few seconds long."""
 

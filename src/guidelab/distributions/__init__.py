@@ -1,7 +1,13 @@
 """Exact families: labelled mixtures whose noised scores and posteriors are known exactly."""
 
 from .base import LabelledMixture
-from .catalog import CATALOG, adjacent_boxes, default_mixture, register_distribution
+from .catalog import (
+    CATALOG,
+    adjacent_boxes,
+    default_mixture,
+    register_distribution,
+    swiss_roll_mixture,
+)
 from .empirical import EmpiricalMixture
 from .gaussian_mixture import GaussianMixture
 from .reweight import (
@@ -16,6 +22,7 @@ from .uniform_box import UniformBoxMixture
 
 __all__ = ["LabelledMixture", "GaussianMixture", "EmpiricalMixture", "UniformBoxMixture",
            "conditional_mixture", "inflate",
-           "CATALOG", "default_mixture", "adjacent_boxes", "register_distribution",
+           "CATALOG", "default_mixture", "adjacent_boxes", "swiss_roll_mixture",
+           "register_distribution",
            "exponential_tilt", "exponential_log_weight", "log_normaliser", "class_reweighting",
            "reward_from_class"]

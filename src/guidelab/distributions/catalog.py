@@ -8,7 +8,9 @@ arguments (or keyword arguments of its own, e.g. ``dim``). Users add their own w
 * ``default_mixture``: the 3-class 2-D Gaussian mixture of the Li & Jiao study
   (:func:`default_mixture`);
 * ``adjacent_boxes``: two classes uniform on boxes that share a face (:func:`adjacent_boxes`),
-  where the support of each class is known exactly.
+  where the support of each class is known exactly;
+* ``swiss_roll``: a kernel mixture on seeded points of the 2-D Swiss roll of
+  :func:`guidelab.data.swiss_roll`, labelled by arm (:func:`swiss_roll_mixture`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from collections.abc import Callable
 
 import torch
 
+from .empirical import EmpiricalMixture
 from .gaussian_mixture import GaussianMixture
 from .uniform_box import UniformBoxMixture
 
-__all__ = ["CATALOG", "default_mixture", "adjacent_boxes", "register_distribution"]
+__all__ = ["CATALOG", "default_mixture", "adjacent_boxes", "swiss_roll_mixture",
+           "register_distribution"]
 
 
 def default_mixture() -> GaussianMixture:
@@ -68,8 +72,40 @@ def adjacent_boxes(dim: int = 1) -> UniformBoxMixture:
     return UniformBoxMixture(lows=lows, highs=highs, weights=[0.5, 0.5], labels=[0, 1])
 
 
+def swiss_roll_mixture(n: int = 500, seed: int = 0, *, bandwidth: float = 0.1,
+                       classes: int = 2) -> EmpiricalMixture:
+    r"""The Swiss roll as an exact kernel mixture: n seeded points of the noiseless roll, each
+    blurred by N(0, h^2 I).
+
+    The points are ``guidelab.data.swiss_roll(n, seed, noise=0, classes=classes)`` (float64):
+    m_j = (t_j cos t_j, t_j sin t_j) / (9 pi / 2) with t_j = 3 pi/2 + 3 pi u_j, u_j the first
+    n uniforms of ``numpy.random.Generator(PCG64(seed))``; class k is the k-th of ``classes``
+    equal ranges of t (default 2: class 0 the inner arm, radius 1/3 to 2/3, class 1 the outer,
+    2/3 to 1). The law is p(x) = (1/n) sum_j N(x; m_j, h^2 I).
+
+    Because ``guidelab.data.swiss_roll`` draws the n uniforms before the noise, the data set
+    ``swiss_roll(n, seed, noise=h)`` is exactly one draw from each kernel of this mixture (same
+    n, seed and classes): a network trained on it learns a sample of this law. Defaults: 500
+    points (about 0.013 apart along the roll, far below h, so the density is smooth along the
+    arms) and h = 0.1 (arms 0.44 apart radially, so they stay 4 h apart; a smaller h needs
+    finer grids for the exact grid reference, whose cost grows as the square of the nodes per
+    axis).
+
+    Args:
+        n: number of points (>= 1).
+        seed: the roll's seed (>= 0).
+        bandwidth: h >= 0 (0: the empirical distribution of the points itself).
+        classes: number of arms (equal ranges of t), >= 1.
+    """
+    from ..data import swiss_roll
+
+    roll = swiss_roll(n, seed, noise=0.0, classes=classes, dtype=torch.float64)
+    return EmpiricalMixture(roll.x, roll.labels, bandwidth=bandwidth)
+
+
 CATALOG: dict[str, Callable] = {"default_mixture": default_mixture,
-                                "adjacent_boxes": adjacent_boxes}
+                                "adjacent_boxes": adjacent_boxes,
+                                "swiss_roll": swiss_roll_mixture}
 """name -> factory of a built-in distribution."""
 
 

@@ -1,4 +1,4 @@
-r"""Exact reweighted Gaussian mixtures: p_g(x) = p(x) g(x) / E_p[g] for exponential weights.
+r"""Exact reweighted Gaussian and kernel mixtures: p_g = p g / E_p[g] for exponential weights g.
 
 Reward guidance (Jiao, Chen & Li 2025, arXiv 2512.04985; docs/maths.md, sections 6 and 13)
 adds w (s_original - s_reweighted) to a score, the reweighted density being the original one
@@ -41,6 +41,16 @@ of p_g is the tilt of p(x | c): p_g(x | c) = p(x | c) g(x) / E_{p(.|c)}[g] for e
 The result is a :class:`GaussianMixture`, so its noised scores, posteriors and densities at
 every level are the family's own.
 
+**Kernel mixtures.** An :class:`EmpiricalMixture` with bandwidth h > 0 is the Gaussian mixture
+(1/K) sum_j N(m_j, h^2 I), so its tilt is the one above with S_j = h^2 I for every point: point j
+becomes N(m_j', S') with S' = (h^{-2} I + A)^{-1} (the same for every point), mu_j' =
+m_j + S' beta_j and weight proportional to Z_j; the result is a :class:`GaussianMixture` with one
+component per point, computed by the same code (the points are passed to it as a Gaussian
+mixture). It exists iff h^{-2} I + A is positive definite, i.e. lambda_min(A) > -1/h^2. With
+h = 0 the law is a sum of point masses: its tilt only reweights the points (not a Gaussian
+mixture, so :func:`exponential_tilt` refuses it), and E_p[g] = (1/K) sum_j g(m_j) exactly
+(:func:`log_normaliser` accepts it).
+
 **Classifier-free guidance** is the weight g = 1/p(c | x) on the original p(x | c): by Bayes
 p(x | c) / p(c | x) = p(x) / p(c), so the reweighted density is p(x) itself and
 E_{p(.|c)}[g] = 1/p(c) (:func:`class_reweighting`, :func:`reward_from_class`).
@@ -53,6 +63,7 @@ from collections.abc import Callable
 import torch
 
 from .._validation import as_float64, check_points
+from .empirical import EmpiricalMixture
 from .gaussian_mixture import GaussianMixture
 
 __all__ = [
@@ -67,10 +78,36 @@ _ASYMMETRY_TOLERANCE = 1e-8  # relative max |A - A^T| accepted as rounding
 _CONDITION_LIMIT = 10 * torch.finfo(torch.float64).eps  # smallest/largest eigenvalue of M, per d
 
 
-def _check_mixture(mixture) -> GaussianMixture:
+def _check_mixture(mixture, *, point_masses: bool = False):
+    """A GaussianMixture, or an EmpiricalMixture with h > 0 (or h >= 0 with ``point_masses``)
+    as the Gaussian mixture it is (one component N(m_j, h^2 I) per point); ValueError naming
+    ``mixture`` otherwise. An EmpiricalMixture with h = 0 is returned as it is."""
+    if isinstance(mixture, GaussianMixture):
+        return mixture
+    if isinstance(mixture, EmpiricalMixture):
+        if mixture.bandwidth > 0:
+            return _kernel_components(mixture)
+        if point_masses:
+            return mixture
+        raise ValueError("mixture: an EmpiricalMixture with bandwidth 0 is a sum of point "
+                         "masses; its reweighting only changes the points' weights and is not "
+                         "a Gaussian mixture (give bandwidth > 0)")
+    raise ValueError(f"mixture: expected a GaussianMixture or an EmpiricalMixture, got "
+                     f"{type(mixture).__name__}")
+
+
+def _check_gaussian(mixture) -> GaussianMixture:
     if not isinstance(mixture, GaussianMixture):
         raise ValueError(f"mixture: expected a GaussianMixture, got {type(mixture).__name__}")
     return mixture
+
+
+def _kernel_components(mixture: EmpiricalMixture) -> GaussianMixture:
+    """The kernel mixture (1/K) sum_j N(m_j, h^2 I) as a GaussianMixture (isotropic)."""
+    variances = torch.full((mixture.num_components,), mixture.bandwidth**2,
+                           dtype=torch.float64)  # [K]
+    return GaussianMixture(means=mixture.points, covariances=variances,
+                           weights=mixture.weights, labels=mixture.labels)
 
 
 def _check_class(mixture: GaussianMixture, c) -> int:
@@ -158,16 +195,21 @@ def _tilted_components(mixture: GaussianMixture, b, A, m):
     return log_z, means, 0.5 * (covariances + covariances.transpose(1, 2))
 
 
-def exponential_tilt(mixture: GaussianMixture, *, b=None, A=None, m=None) -> GaussianMixture:
+def exponential_tilt(mixture: GaussianMixture | EmpiricalMixture, *, b=None, A=None, m=None
+                     ) -> GaussianMixture:
     r"""The exact reweighted mixture p_g(x) = p(x) g(x) / E_p[g].
 
     g(x) = exp(b^T x - 1/2 (x - m)^T A (x - m)); each component N(mu_k, S_k) becomes
     N(mu_k', S_k') with S_k' = (S_k^{-1} + A)^{-1}, mu_k' = S_k'(S_k^{-1} mu_k + b + A m), and
     its weight is multiplied by Z_k = int N(x; mu_k, S_k) g(x) dx and renormalised (module
     docstring). Labels are kept, so the class-c part of the result is the tilt of p(x | c).
+    A kernel mixture (:class:`EmpiricalMixture`, bandwidth h > 0) is the Gaussian mixture of its
+    points with S_k = h^2 I: its tilt has one component per point, covariance
+    (h^{-2} I + A)^{-1}.
 
     Args:
-        mixture: the original :class:`GaussianMixture` p.
+        mixture: the original :class:`GaussianMixture` p, or an :class:`EmpiricalMixture` with
+            bandwidth h > 0.
         b: ``[d]`` linear coefficient (None: 0).
         A: the quadratic coefficient, symmetric: a scalar (A I), ``[d]`` (diagonal) or
             ``[d, d]`` (None: 0). It may be indefinite, but every S_k^{-1} + A must be positive
@@ -183,7 +225,8 @@ def exponential_tilt(mixture: GaussianMixture, *, b=None, A=None, m=None) -> Gau
     Raises:
         ValueError: naming the parameter: a wrong shape or non-finite value, an asymmetric A,
             m without A, or an A for which some S_k^{-1} + A is not positive definite
-            (the message names the component).
+            (the message names the component); ``mixture`` for another family or a kernel
+            mixture of bandwidth 0.
 
     Example:
         >>> gm = GaussianMixture(means=[[-1.0], [1.0]], covariances=[1.0, 1.0],
@@ -191,6 +234,11 @@ def exponential_tilt(mixture: GaussianMixture, *, b=None, A=None, m=None) -> Gau
         >>> tilted = exponential_tilt(gm, b=[1.0])  # N(mu + b, 1), weights prop. to e^{b mu}
         >>> tilted.means.flatten().tolist(), round(float(tilted.weights[1]), 6)
         ([0.0, 2.0], 0.880797)
+        >>> from guidelab.distributions import EmpiricalMixture
+        >>> kernel = EmpiricalMixture(points=[[0.0], [1.0]], labels=[0, 0], bandwidth=0.5)
+        >>> tilted = exponential_tilt(kernel, A=4.0)  # covariance 1 / (1/h^2 + A) per point
+        >>> [round(v, 12) for v in tilted.covariances.flatten().tolist()]
+        [0.125, 0.125]
     """
     mixture = _check_mixture(mixture)
     b, A, m = _parse_weight(mixture.dim, b, A, m)
@@ -208,15 +256,17 @@ def exponential_tilt(mixture: GaussianMixture, *, b=None, A=None, m=None) -> Gau
                            labels=mixture.labels.clone())
 
 
-def log_normaliser(mixture: GaussianMixture, *, b=None, A=None, m=None, c: int | None = None
-                   ) -> float:
+def log_normaliser(mixture: GaussianMixture | EmpiricalMixture, *, b=None, A=None, m=None,
+                   c: int | None = None) -> float:
     r"""log E_p[g] = log int p(x) g(x) dx, or log E_{p(.|c)}[g] for a class c.
 
     Equal to logsumexp_k (log pi_k + log Z_k) (over class c's components, minus log p(c)), with
-    g and its arguments as in :func:`exponential_tilt`.
+    g and its arguments as in :func:`exponential_tilt`. For a kernel mixture of bandwidth 0
+    (point masses m_j) Z_j = g(m_j): E_p[g] is the mean of g over the points.
 
     Args:
-        mixture: the original :class:`GaussianMixture` p.
+        mixture: the original :class:`GaussianMixture` p, or an :class:`EmpiricalMixture`
+            (any bandwidth h >= 0).
         b, A, m: the weight g, as in :func:`exponential_tilt`.
         c: optional class; None for the whole mixture.
 
@@ -228,10 +278,13 @@ def log_normaliser(mixture: GaussianMixture, *, b=None, A=None, m=None, c: int |
         >>> round(log_normaliser(gm, b=[1.0]), 12)  # E[e^X] = e^{mu + S / 2} for X ~ N(mu, S)
         1.0
     """
-    mixture = _check_mixture(mixture)
+    mixture = _check_mixture(mixture, point_masses=True)
     b, A, m = _parse_weight(mixture.dim, b, A, m)
     if b is None and A is None:
         log_z = torch.zeros(mixture.num_components, dtype=torch.float64)
+    elif isinstance(mixture, EmpiricalMixture):  # h = 0: Z_j = g(m_j)
+        log_z = exponential_log_weight(mixture.points, b=b, A=A,
+                                       m=m if A is not None else None)  # [K]
     else:
         log_z = _tilted_components(mixture, b, A, m)[0]  # [K]
     log_joint = mixture.log_weights + log_z  # [K]
@@ -283,7 +336,7 @@ def class_reweighting(mixture: GaussianMixture, c: int) -> GaussianMixture:
     Returns:
         ``mixture`` itself (the reweighted distribution is the unconditional p).
     """
-    mixture = _check_mixture(mixture)
+    mixture = _check_gaussian(mixture)
     _check_class(mixture, c)
     return mixture
 
@@ -302,7 +355,7 @@ def reward_from_class(mixture: GaussianMixture, c: int
         ``log_g(x, alpha=1.0, sigma=0.0) -> [N]``: -log p_t(c | x) at the level (alpha, sigma)
         (the clean posterior by default), in x's dtype.
     """
-    mixture = _check_mixture(mixture)
+    mixture = _check_gaussian(mixture)
     c = _check_class(mixture, c)
 
     def log_g(x: torch.Tensor, alpha=1.0, sigma=0.0) -> torch.Tensor:

@@ -9,7 +9,8 @@ Gaussian mixture is a mixture of such Gaussian steps over its components, weight
 responsibilities. Given the exact (guided) score, the law of Y_t is propagated on a regular grid
 from the start law (N(0, I), or the exact p_T(x|c) for the exact kernel) to t = 0, and from the
 output law we read Q = E[1/p(c|Y)], E[p(c|Y)], the differential entropy -E[log p_Y(Y)] and
-KL(p_Y || p(.|c)) = E[log p_Y(Y) - log p(Y|c)], with the clean class posterior of the family.
+KL(p_Y || p(.|c)) = E[log p_Y(Y) - log p(Y|c)], with the clean class posterior of the family,
+and, given a weight g (reward guidance's), E[g(Y)] = sum_j m_j g(y_j).
 
 **Why not an FFT.** 1/p(c|x) reaches 1e13 where p(x|c) is 1e-14 (the heavy-tailed example), so
 the output density must be accurate *relative to itself* far in its tails; an FFT convolution
@@ -707,12 +708,19 @@ def _hermite(n: int, device):
 # --------------------------------------------------------------------------- functionals
 
 
-def grid_functionals(state: GridState, family: LabelledMixture, c: int) -> dict[str, float]:
+def grid_functionals(state: GridState, family: LabelledMixture, c: int,
+                     log_weight: Callable | None = None) -> dict[str, float]:
     r"""Q = E[1/p(c|Y)], E[p(c|Y)], entropy -E[log p_Y(Y)] and KL(p_Y || p(.|c)) as trapezoid
     sums sum_j m_j f(y_j) over the propagated law (clean class posterior of ``family``).
 
     Terms with m_j = 0 are skipped; a term with m_j > 0 where log p(y_j|c) = -inf makes the KL
     +inf (the law has mass outside the support of p(.|c)).
+
+    With ``log_weight`` (``y [G', d] -> log g(y) [G']``, float64) also E[g(Y)] =
+    sum_j m_j g(y_j) = sum_j p_Y(y_j) g(y_j) h^d (the mass m_j is the density times the cell
+    volume; after a deterministic tail, y_j is where node j's mass went), summed in log space
+    as exp(logsumexp_j(log m_j + log g(y_j))): ``g``, with ``g_edge_share`` its share from the
+    outer 1% of the grid (as ``edge_share`` for Q).
     """
     live = state.masses > 0
     masses = state.masses[live]  # [G']
@@ -731,8 +739,16 @@ def grid_functionals(state: GridState, family: LabelledMixture, c: int) -> dict[
     log_target = _chunked(lambda z: family.log_prob(z, 1.0, 0.0, c), y)  # [G']
     terms = masses * (log_density - log_target)
     kl = float(terms[finite].sum())
-    return {"q": q, "p_mean": p_mean, "entropy": entropy, "kl": kl,
-            "mass": float(masses.sum()), "edge_share": edge_share}
+    out = {"q": q, "p_mean": p_mean, "entropy": entropy, "kl": kl,
+           "mass": float(masses.sum()), "edge_share": edge_share}
+    if log_weight is not None:
+        log_g = _chunked(lambda z: log_weight(z).to(torch.float64), y)  # [G']
+        log_g_terms = log_m + log_g  # log m_j g(y_j), [G']
+        log_total = torch.logsumexp(log_g_terms, dim=0)
+        out["g"] = float(torch.exp(log_total))
+        out["g_edge_share"] = float(torch.exp(torch.logsumexp(log_g_terms[edge], dim=0)
+                                              - log_total)) if bool(edge.any()) else 0.0
+    return out
 
 
 def _edge_nodes(grid: Grid, device) -> torch.Tensor:
@@ -780,6 +796,8 @@ class GridResult:
         edge_share: share of q from the outer 1% of the grid's nodes on any axis (finer grid):
             a tail truncated by the grid's extent would show here.
         seconds: wall time of both propagations.
+        g: E[g(Y)] for the ``log_weight`` of :func:`grid_reference` (NaN without one); its
+            refinement error is ``errors["g"]``.
     """
 
     q: float
@@ -802,6 +820,7 @@ class GridResult:
     folded_mass: float = 0.0
     edge_share: float = 0.0
     seconds: float = 0.0
+    g: float = math.nan
 
 
 def default_grid(family: LabelledMixture, points: int | Sequence[int] | None = None, *,
@@ -866,7 +885,7 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
                    refine: bool = True, sampler_options: dict | None = None,
                    max_mass_lost: float = 1e-9, max_edge_share: float = 1e-9,
                    max_grow: int = 2, device=None, field=None,
-                   progress: bool = False) -> GridResult:
+                   log_weight: Callable | None = None, progress: bool = False) -> GridResult:
     r"""The exact output law of ``sampler`` with exact guided scores, on a grid (d = 1 or 2).
 
     Propagates Y from the sampler's start law (N(0, I); the exact p_T(x|c) for
@@ -874,8 +893,9 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
     s^w = ClassifierFreeGuidance(family, c, w) through the sampler's steps (module docstring),
     at the grid's spacing h and at h/2, and returns the values at h/2 with their differences as
     error estimates. The grid grows (1.5x wider, same spacing, up to ``max_grow`` times)
-    while more than ``max_mass_lost`` leaves it or more than ``max_edge_share`` of Q comes
-    from the outer 1% of its nodes on some axis (the truncated tail would matter).
+    while more than ``max_mass_lost`` leaves it or more than ``max_edge_share`` of Q (or of
+    E[g] with ``log_weight``) comes from the outer 1% of its nodes on some axis (the truncated
+    tail would matter).
 
     Args:
         family: an exact family (a GaussianMixture for the closed-form Jacobians).
@@ -893,6 +913,10 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
             per-run state and no separate re-noising direction, any strength schedule);
             default classifier-free guidance of strength ``w``. ``w`` then only labels the
             result.
+        log_weight: optional ``x [N, d] -> log g(x) [N]`` (e.g. reward guidance's weight,
+            :func:`guidelab.distributions.exponential_log_weight`): the result's ``g`` is then
+            E[g(Y)] of the output law, with no Monte Carlo error (:func:`grid_functionals`),
+            and ``errors["g"]`` its refinement error.
 
     Returns:
         :class:`GridResult`.
@@ -928,19 +952,22 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
     for _ in range(max_grow + 1):
         state = _propagate(family, c, w, sampler, schedule, base, options, device, progress,
                            field)
-        coarse = grid_functionals(state, family, c)
-        if state.mass_lost <= max_mass_lost and coarse["edge_share"] <= max_edge_share:
+        coarse = grid_functionals(state, family, c, log_weight)
+        if state.mass_lost <= max_mass_lost and coarse["edge_share"] <= max_edge_share \
+                and coarse.get("g_edge_share", 0.0) <= max_edge_share:
             break
         base = base.grown(1.5)
     fine_state = state
     if refine:
         fine_state = _propagate(family, c, w, sampler, schedule, base.refined(), options,
                                 device, progress, field)
-        fine = grid_functionals(fine_state, family, c)
+        fine = grid_functionals(fine_state, family, c, log_weight)
         errors = {key: abs(fine[key] - coarse[key]) for key in ("q", "p_mean", "entropy", "kl")}
     else:
         fine = coarse
         errors = {key: math.nan for key in ("q", "p_mean", "entropy", "kl")}
+    if log_weight is not None:
+        errors["g"] = abs(fine["g"] - coarse["g"]) if refine else math.nan
     for key in ("q", "p_mean", "entropy"):
         if not math.isfinite(fine[key]):
             raise FloatingPointError(f"grid_reference: {key} is not finite ({fine[key]})")
@@ -954,4 +981,5 @@ def grid_reference(family: LabelledMixture, c: int, w: float = 0.0,
         unresolved_variance=fine_state.unresolved_variance, coarse=coarse, points=g.points,
         spacing=g.spacing, sampler=sampler, steps=steps, c=c, w=w,
         folded_mass=float(fine_state.masses[torch.isnan(fine_state.log_jacobian)].sum()),
-        edge_share=fine["edge_share"], seconds=time.perf_counter() - t0)
+        edge_share=fine["edge_share"], seconds=time.perf_counter() - t0,
+        g=fine.get("g", math.nan))

@@ -16,6 +16,23 @@ network learns s(x|c) and s(x)). For T = eps this is denoising score matching wi
 sigma^2: || eps_hat - eps ||^2 = sigma^2 || s_theta - grad log p(x | x0) ||^2, minimised by
 eps_hat = -sigma grad log p_t(x | c') (Vincent 2011).
 
+**Reweighted data** (``weights``, a tensor data set only). Given non-negative weights
+g_i = g(x0_i) of the training rows, minibatch rows are drawn with replacement with probability
+g_i / sum_j g_j (importance *resampling*) instead of uniformly; everything else is unchanged.
+A row so drawn is a draw of the reweighted empirical law p_g = sum_i g_i delta_{x0_i} / sum_j g_j,
+so the minibatch loss is an unbiased estimate of the DSM loss of p_g, whose minimiser is the
+score of the noised p_g: for g(x) = exp(b^T x - (x - m)^T A (x - m) / 2) and class-conditional
+training, the network's s(x | c) learns the score of p(x | c) g(x) / E[g | c], the reweighted
+law of reward guidance, and its s(x) (the null label) that of p(x) g(x) / E[g]. The
+alternative, uniform rows with the loss multiplied by g_i / mean(g), has the same expectation,
+but its per-step gradient variance grows with E[g^2] / E[g]^2 (a peaked g lets one row dominate
+a batch, and an unbounded ratio makes the variance unbounded); resampled batches have the
+variance of plain DSM on p_g's data whatever the spread of g, so the learning rate, clipping and
+step count that suit plain DSM suit the reweighted one. The price is the usual one of
+resampling: rows of small weight are seldom seen (the number of distinct rows behind the
+reweighted law is about the effective sample size (sum g)^2 / sum g^2, reported in the
+training record).
+
 **Classifiers.** Same noised inputs; the loss is the cross-entropy -log softmax(logits)[c],
 minimised by the noised class posterior p_t(c | x).
 
@@ -49,7 +66,7 @@ from tqdm.auto import tqdm
 from .conversions import training_target
 
 __all__ = ["TrainingReport", "train_denoiser", "train_classifier", "sample_levels",
-           "DEFAULT_NOISE_RANGE", "describe_data"]
+           "DEFAULT_NOISE_RANGE", "describe_data", "check_weights"]
 
 DEFAULT_NOISE_RANGE = (1e-3, 1e3)
 
@@ -144,11 +161,45 @@ def describe_data(data, labels=None) -> str:
     return f"tensor data set: {data.shape[0]} rows of shape [{shape}], {classes} classes"
 
 
-class _Batches:
-    """Draws (x0 [B, ...], labels [B]) from an exact family or a tensor data set."""
+def check_weights(weights, rows: int) -> torch.Tensor:
+    """Per-row sampling weights as a float64 ``[rows]`` tensor: finite, >= 0, not all 0;
+    ValueError naming ``weights`` otherwise."""
+    if not isinstance(weights, torch.Tensor):
+        try:
+            weights = torch.as_tensor(weights, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"weights: expected a tensor of shape [{rows}], got "
+                             f"{type(weights).__name__}") from None
+    if weights.is_complex() or weights.dtype == torch.bool:
+        raise ValueError(f"weights: expected real numbers, got dtype {weights.dtype}")
+    if weights.shape != (rows,):
+        raise ValueError(f"weights: expected shape [{rows}] (one per training row), got "
+                         f"{list(weights.shape)}")
+    weights = weights.detach().to(torch.float64)  # [M]
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError("weights: expected finite values")
+    if bool((weights < 0).any()):
+        raise ValueError(f"weights: expected non-negative values, found "
+                         f"{float(weights.min()):.3g}")
+    if not bool((weights > 0).any()):
+        raise ValueError("weights: expected a positive weight somewhere, all are 0")
+    return weights
 
-    def __init__(self, data, labels, num_classes: int, generator, device, dtype, shape):
+
+def _effective_size(weights: torch.Tensor) -> float:
+    """(sum g)^2 / sum g^2, scaled so that it does not overflow."""
+    scaled = weights / weights.max()  # [M]
+    return float(scaled.sum() ** 2 / (scaled**2).sum())
+
+
+class _Batches:
+    """Draws (x0 [B, ...], labels [B]) from an exact family or a tensor data set, its rows
+    uniformly or with probability proportional to ``weights``."""
+
+    def __init__(self, data, labels, num_classes: int, generator, device, dtype, shape,
+                 weights=None):
         self.generator, self.device, self.dtype = generator, device, dtype
+        self.cumulative = None
         if hasattr(data, "sample") and hasattr(data, "class_prior"):
             if labels is not None:
                 raise ValueError("labels: pass labels only with a tensor data set (an exact "
@@ -175,6 +226,13 @@ class _Batches:
                 raise ValueError("data: expected finite values")
             self.data = data.to(device=device, dtype=dtype)
             self.labels = labels.to(device=device, dtype=torch.int64)
+            if weights is not None:
+                weights = check_weights(weights, data.shape[0])  # [M]
+                total = torch.cumsum(weights / weights.max(), 0)  # [M], float64
+                self.cumulative = (total / total[-1]).to(device)  # CDF of the rows, [M]
+        if weights is not None and self.family is not None:
+            raise ValueError("weights: per-row weights need a tensor data set (an exact family "
+                             "has no rows to weight)")
         self.shape = None  # reshape family draws [B, d] to the network's [B, *shape]
         if shape is not None:
             trailing = tuple(self.data.shape[1:]) if self.family is None else (self.family.dim,)
@@ -194,12 +252,18 @@ class _Batches:
             if self.shape is not None:
                 x0 = x0.reshape(batch_size, *self.shape)  # [B, *shape]
             return x0, labels
-        index = torch.randint(self.data.shape[0], (batch_size,), generator=self.generator,
-                              device=self.device)  # [B]
+        if self.cumulative is None:
+            index = torch.randint(self.data.shape[0], (batch_size,), generator=self.generator,
+                                  device=self.device)  # [B]
+        else:  # row i with probability g_i / sum g: inverse CDF of uniforms (any M)
+            u = torch.rand(batch_size, generator=self.generator, device=self.device,
+                           dtype=torch.float64)  # [B]
+            index = torch.searchsorted(self.cumulative, u, right=True).clamp_max_(
+                self.data.shape[0] - 1)  # [B]
         return self.data[index], self.labels[index]
 
 
-def _prepare(network: nn.Module, data, labels, seed, device):
+def _prepare(network: nn.Module, data, labels, seed, device, weights=None):
     """What both trainings set up: the seed checked, the network moved to the device, and
     (device, the network's dtype, the run's generator seeded with ``seed``, its batches)."""
     _check_int(seed, "seed", minimum=0)
@@ -208,7 +272,7 @@ def _prepare(network: nn.Module, data, labels, seed, device):
     dtype = next(network.parameters()).dtype
     generator = torch.Generator(device=device).manual_seed(seed)
     batches = _Batches(data, labels, network.num_classes, generator, device, dtype,
-                       getattr(network, "input_shape", None))
+                       getattr(network, "input_shape", None), weights)
     return device, dtype, generator, batches
 
 
@@ -272,7 +336,7 @@ def train_denoiser(network: nn.Module, data, labels: torch.Tensor | None = None,
                    seed: int = 0, device=None, progress: bool = True,
                    noise_range: tuple[float, float] = DEFAULT_NOISE_RANGE,
                    grad_clip: float = 1.0, weight_decay: float = 0.0,
-                   data_description: str | None = None) -> TrainingReport:
+                   data_description: str | None = None, weights=None) -> TrainingReport:
     """Train a class-conditional denoiser by denoising score matching (module docstring).
 
     Args:
@@ -292,9 +356,17 @@ def train_denoiser(network: nn.Module, data, labels: torch.Tensor | None = None,
         weight_decay: Adam's L2 penalty.
         data_description: what the data are, for the checkpoint (default: a description of
             ``data``).
+        weights: optional ``[M]`` non-negative weights g(x0_i) of the rows of a tensor data
+            set (finite, not all 0; the scale does not matter): rows are drawn with
+            probability proportional to them, so the network learns the scores of the
+            reweighted law p g / E[g] (module docstring, *Reweighted data*).
 
     Returns:
         A :class:`TrainingReport`; the network is left in eval mode on ``device``.
+
+    Raises:
+        ValueError: naming the argument (``weights``: a wrong shape, a negative, non-finite
+            or all-zero weight, or weights with an exact family).
     """
     for name in ("target", "num_classes", "null_class"):
         if not hasattr(network, name):
@@ -304,7 +376,7 @@ def train_denoiser(network: nn.Module, data, labels: torch.Tensor | None = None,
     lr = _check_rate(lr, "lr", 1e-12, math.inf)
     p_uncond = _check_rate(p_uncond, "p_uncond", 0.0, 1.0)
     noise_range = _check_noise_range(noise_range)
-    device, dtype, generator, batches = _prepare(network, data, labels, seed, device)
+    device, dtype, generator, batches = _prepare(network, data, labels, seed, device, weights)
     null = network.null_class
     target = network.target
 
@@ -322,6 +394,10 @@ def train_denoiser(network: nn.Module, data, labels: torch.Tensor | None = None,
               "null_class": null, "grad_clip": grad_clip, "weight_decay": weight_decay,
               "seed": seed, "optimizer": "Adam(0.9, 0.99), 5% warm-up, cosine decay",
               "data": data_description or describe_data(data, labels)}
+    if weights is not None:
+        config["rows"] = "drawn with probability proportional to the given weights"
+        config["weights_effective_size"] = _effective_size(check_weights(weights,
+                                                                         data.shape[0]))
     return _train(network, loss_fn, batches, steps=steps, batch_size=batch_size, lr=lr,
                   grad_clip=grad_clip, weight_decay=weight_decay, progress=progress,
                   desc="train denoiser", device=device, config=config)

@@ -243,6 +243,11 @@ class OnceRecord:
 class ExactGridOptions(BaseModel):
     """``[metric_options.exact_grid]``.
 
+    The columns are :data:`guidelab.exact.EXACT_COLUMNS`, for units whose model is exact
+    (``model.kind = "exact"``; the units of other models get blank cells); with
+    ``[guidance.reward]`` they include ``grid_g``, E[g(Y)] of the same output law, and its
+    refinement error ``grid_g_err`` (None without a weight).
+
     Attributes:
         points: grid nodes per axis of the coarse grid (the refined grid has about twice as
             many); None lets :func:`guidelab.exact.grid_reference` choose.
@@ -277,8 +282,8 @@ def _exact_grid_measure(ctx: ChunkContext) -> OnceRecord:
     options = ctx.unit.options or ExactGridOptions()
     wanted = options.w is None or any(math.isclose(ctx.w, w, rel_tol=1e-12, abs_tol=1e-15)
                                       for w in options.w)
-    if ctx.start != 0 or not wanted:
-        return OnceRecord(None)
+    if ctx.start != 0 or not wanted or not _exact_model(ctx.unit.spec):
+        return OnceRecord(None)  # another model (the trained side of a sweep): blank cells
     sampler, schedule, sampler_options = _exact_grid_target(ctx.unit)
     field = None
     if not ctx.unit.reference and ctx.unit.field is not None:
@@ -288,8 +293,24 @@ def _exact_grid_measure(ctx: ChunkContext) -> OnceRecord:
     _say_grid(ctx, sampler, options)
     columns = exact_columns(ctx.unit.distribution, ctx.unit.c, ctx.w, sampler, schedule,
                             sampler_options=sampler_options or None, points=options.points,
-                            refine=options.refine, field=field)
+                            refine=options.refine, field=field,
+                            log_weight=_log_weight(ctx.unit.spec))
     return OnceRecord(columns)
+
+
+def _exact_model(spec) -> bool:
+    """Whether the unit samples the exact scores of [distribution] (``model.kind = "exact"``)."""
+    return spec.model.kind == "exact"
+
+
+def _log_weight(spec):
+    """``x -> log g(x)`` of the spec's ``[guidance.reward]`` weight, or None without one."""
+    from ..distributions import exponential_log_weight
+
+    if spec.guidance.reward is None:
+        return None
+    tilt = spec.guidance.reward.model_dump(exclude_none=True)
+    return lambda x: exponential_log_weight(x, **tilt)
 
 
 def _say_grid(ctx: ChunkContext, sampler: str, options: ExactGridOptions) -> None:
@@ -313,15 +334,17 @@ def _exact_grid_summarize(record: OnceRecord, unit: UnitContext) -> dict:
 
     if record.columns is None:
         return {key: None for key in EXACT_COLUMNS}
-    return dict(record.columns)
+    return {key: None for key in EXACT_COLUMNS} | dict(record.columns)
 
 
 def _exact_grid_check(spec, distribution) -> tuple[str, str] | None:
     from ..distributions import GaussianMixture
 
-    if distribution is None or spec.model.kind != "exact":
-        return ("metrics", "exact_grid propagates the exact scores of [distribution]: it needs "
-                           "model.kind = 'exact'")
+    if distribution is None:
+        return ("metrics", "exact_grid propagates the exact scores of [distribution], which "
+                           "the spec does not have")
+    # a unit with another model (e.g. the trained side of a sweep over models) gets blank
+    # columns: the grid reference is of the exact scores, the Monte Carlo rows stand
     if distribution.dim > 2:
         return ("metrics", f"exact_grid needs data of dimension 1 or 2, the distribution has "
                            f"d = {distribution.dim}")
@@ -669,12 +692,18 @@ def _reward_summarize(record, unit: UnitContext) -> dict:
     options = unit.options or RewardOptions()
     row = {("g_" + key if key in ("n", "n_nonfinite") else key): value
            for key, value in record.summary(level=options.level).items()}
-    distribution = unit.distribution
     tilt = unit.spec.guidance.reward.model_dump(exclude_none=True)
-    # the reference: E_{p(x|c)}[g], what unguided exact sampling of the class gives
-    row["g_reference"] = (math.exp(log_normaliser(distribution, c=unit.c, **tilt))
-                          if unit.c >= 0 and distribution is not None else None)
+    # the reference: E_{p(x|c)}[g], what unguided exact sampling of the class gives (the
+    # exact normaliser of a Gaussian or kernel mixture; None for other families or none)
+    row["g_reference"] = (math.exp(log_normaliser(unit.distribution, c=unit.c, **tilt))
+                          if unit.c >= 0 and _has_normaliser(unit.distribution) else None)
     return row
+
+
+def _has_normaliser(distribution) -> bool:
+    from ..distributions import EmpiricalMixture, GaussianMixture
+
+    return isinstance(distribution, GaussianMixture | EmpiricalMixture)
 
 
 def _reward_load(data: dict):
@@ -690,14 +719,11 @@ def _reward_pool(records: list):
 
 
 def _reward_check(spec, distribution) -> tuple[str, str] | None:
-    from ..distributions import GaussianMixture
-
     if spec.guidance.reward is None:
         return ("metrics", "the reward metric measures E[g] for the weight of "
                            "[guidance.reward], which the spec does not have")
-    if not isinstance(distribution, GaussianMixture):
-        return ("metrics", "the reward metric's reference E_p(x|c)[g] needs a Gaussian-mixture "
-                           "[distribution]")
+    # E[g] is measured whatever the model; its reference g_reference = E_p(x|c)[g] needs a
+    # Gaussian or kernel mixture [distribution] (None otherwise)
     return None
 
 

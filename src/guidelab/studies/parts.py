@@ -38,8 +38,15 @@ from pydantic import TypeAdapter
 
 from .. import data as datasets
 from .. import models
-from ..distributions import GaussianMixture, conditional_mixture, exponential_tilt, inflate
+from ..distributions import (
+    EmpiricalMixture,
+    GaussianMixture,
+    conditional_mixture,
+    exponential_tilt,
+    inflate,
+)
 from ..guidance import Guided, make_rule
+from ..guidance.rules.reward import ClassLaw
 from ..models import judges
 from .artifacts import ModelStore
 from .plugins import resolve_factory
@@ -242,10 +249,17 @@ def _training_record(path: Path) -> dict:
 
 
 def _trained_model(section: TrainedModelSpec, split, settings: Spec, store: ModelStore,
-                   progress: bool, log) -> tuple[Any, dict, str]:
+                   progress: bool, log, reward: dict | None = None) -> tuple[Any, dict, str]:
+    """(LearnedScoreModel, artifact info, key) of a denoiser trained on ``section.part``; with
+    ``reward`` (the weight g of ``[guidance.reward]``, as keyword arguments of
+    :func:`~guidelab.distributions.exponential_log_weight`) the same network trained on the
+    same rows drawn with probability proportional to g(x0_i): the reweighted law of reward
+    guidance (:func:`guidelab.models.train_denoiser`'s ``weights``), its own artifact (the
+    key includes the weight)."""
     part = _part(split, section.part, "model.part")
     dtype = settings.torch_dtype
     x = part.x.to(dtype)  # [n, *shape]
+    weights = None if reward is None else _row_weights(part.x, reward)  # [n]
     if section.architecture == "conv":
         if x.ndim != 4:
             raise SpecError("", "model.architecture", f"'conv' needs image data [N, C, H, W], "
@@ -266,21 +280,44 @@ def _trained_model(section: TrainedModelSpec, split, settings: Spec, store: Mode
                 "p_uncond": section.p_uncond, "seed": section.seed}
     payload = {"section": section.model_dump(), "arguments": arguments,
                "data": part.fingerprint, "dtype": settings.dtype}
+    if reward is not None:
+        payload["reward"] = reward  # rows drawn with probability proportional to g
     device = torch.device(settings.device)
 
     def build():
         network = network_class(**arguments).to(dtype=dtype)
         flat = x if section.architecture == "conv" else x.reshape(x.shape[0], -1)
         models.train_denoiser(network, flat, part.labels, device=device, progress=progress,
-                              data_description=part.name, **training)
+                              data_description=part.name if reward is None else
+                              f"{part.name}, rows drawn with probability proportional to "
+                              f"g = exp(b.x - (x - m).A(x - m)/2), {json.dumps(reward)}",
+                              weights=weights, **training)
         return models.LearnedScoreModel(network), {}
 
     artifact = store.get("denoiser", payload, build=build,
                          save=lambda value, path: models.save(value, path, data=part.name),
                          load=lambda path: models.load(path, device=device), log=log)
-    info = {"kind": "denoiser", "path": str(artifact.path), "cached": artifact.cached,
+    info = {"kind": "denoiser" if reward is None else "reweighted denoiser",
+            "path": str(artifact.path), "cached": artifact.cached,
             "seconds": artifact.seconds, **_training_record(artifact.path)}
     return artifact.value, info, artifact.key
+
+
+def _row_weights(x: torch.Tensor, reward: dict) -> torch.Tensor:
+    """g(x0_i) / max_i g(x0_i) of the rows ``[n, ...]`` (flattened) as ``[n]`` float64: the
+    scale is irrelevant to resampling, and dividing by the largest term in log space keeps it
+    finite. A SpecError naming ``guidance.reward`` for a weight that does not fit the data."""
+    from ..distributions import exponential_log_weight
+
+    try:
+        log_g = exponential_log_weight(x.reshape(x.shape[0], -1).to(torch.float64),
+                                       **reward)  # [n]
+    except ValueError as error:
+        key, _, rest = str(error).partition(": ")
+        raise SpecError("", f"guidance.reward.{key}" if key in ("b", "A", "m")
+                        else "guidance.reward", f"{rest or error} (the data part's rows have "
+                        f"{math.prod(x.shape[1:])} coordinates)") from None
+    return torch.exp(log_g - log_g.max())  # [n]
 
 
 def _trained_classifier(section: TrainedClassifierSpec, split, settings: Spec,
@@ -547,11 +584,17 @@ def study_parts(settings: Spec, *, store: ModelStore | None = None, progress: bo
     classifier, classifier_info, classifier_fingerprint = _build_classifier(
         settings, model, split, store, progress, log)
     extra_models: dict[str, Any] = {}
-    weak_info = None
+    weak_info = reweighted_info = None
     if settings.guidance.weak is not None:
         weak, weak_info, weak_fingerprint = _build_model(settings.guidance.weak, settings, split,
                                                          store, progress, log, "guidance.weak")
         extra_models["weak"] = weak
+    if settings.guidance.reward is not None and isinstance(settings.model, TrainedModelSpec):
+        # reward guidance with a trained model: the same network trained on g-weighted rows
+        reweighted, reweighted_info, reweighted_fingerprint = _trained_model(
+            settings.model, split, settings, store, progress, log,
+            reward=settings.guidance.reward.model_dump(exclude_none=True))
+        extra_models["reweighted"] = reweighted
     shape, num_classes = _shape_and_classes(settings, model, split, judge)
     base = settings.model
     while isinstance(base, PerturbedModelSpec):
@@ -572,9 +615,12 @@ def study_parts(settings: Spec, *, store: ModelStore | None = None, progress: bo
         fingerprints["classifier"] = classifier_fingerprint
     if "weak" in extra_models:
         fingerprints["weak"] = weak_fingerprint
+    if "reweighted" in extra_models:
+        fingerprints["reweighted"] = reweighted_fingerprint
     artifacts = {name: info for name, info in (("model", model_info), ("judge", judge_info),
                                                ("classifier", classifier_info),
-                                               ("weak", weak_info)) if info}
+                                               ("weak", weak_info),
+                                               ("reweighted", reweighted_info)) if info}
     parts = StudyParts(model, judge_fn, shape, num_classes, distribution, classifier, split,
                        inv_prior, fingerprints, artifacts, judge, extra_models)
     _PARTS_CACHE[key] = parts
@@ -717,11 +763,25 @@ def _reweighted_cached(distribution_json: str, reward_json: str, c: int):
 
 
 def reweighted_law(settings: Spec, parts: StudyParts, c: int):
-    """p(x|c) g(x) / E[g] for the spec's weight g (``[guidance.reward]``): the class-c part of
-    the exact Gaussian mixture, tilted (:func:`guidelab.distributions.exponential_tilt`)."""
-    if not isinstance(parts.distribution, GaussianMixture):
-        raise SpecError("", "guidance.reward", "reward guidance's exact reweighted law needs "
-                        "[distribution] of family 'gaussian_mixture' (or a built-in one)")
+    """p(x|c) g(x) / E[g|c] for the spec's weight g (``[guidance.reward]``), as a score model
+    whose unconditional score is the reweighted law's:
+
+    * an exact model: the class-c part of the Gaussian mixture, or of the kernel mixture (an
+      ``EmpiricalMixture`` with bandwidth > 0), tilted exactly
+      (:func:`guidelab.distributions.exponential_tilt`; a Gaussian mixture either way);
+    * a trained model: the network of ``parts.models["reweighted"]`` (trained on the same data
+      part, rows drawn with probability proportional to g) at class c
+      (:class:`~guidelab.guidance.rules.reward.ClassLaw`).
+    """
+    if "reweighted" in parts.models:
+        return ClassLaw(parts.models["reweighted"], c)
+    distribution = parts.distribution
+    if not (isinstance(settings.model, ExactModelSpec) and (
+            isinstance(distribution, GaussianMixture) or (
+            isinstance(distribution, EmpiricalMixture) and distribution.bandwidth > 0))):
+        raise SpecError("", "guidance.reward", "reward guidance's reweighted law needs "
+                        "model.kind = 'exact' with a Gaussian or kernel mixture "
+                        "[distribution] (bandwidth > 0), or model.kind = 'trained'")
     reward = settings.guidance.reward.model_dump(exclude_none=True)
     try:
         return _reweighted_cached(_json(settings.distribution), json.dumps(reward, sort_keys=True),

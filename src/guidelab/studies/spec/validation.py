@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError, create_model
 
-from ...distributions import GaussianMixture
+from ...distributions import EmpiricalMixture, GaussianMixture, log_normaliser
 from ...guidance import make_rule
 from ...samplers.registry import SAMPLER_INFO, sampler_schedule
 from ...schedules import SCHEDULES, make_schedule
@@ -366,14 +366,38 @@ def _check_guidance(spec: Spec, distribution) -> None:
             raise SpecError("", "guidance.reward", f"rule {rule.name!r} needs the weight g: "
                             f"[guidance.reward] with b (exponential-linear) and/or A, m "
                             f"(exponential-quadratic)")
-        if not isinstance(distribution, GaussianMixture) or spec.model.kind != "exact":
-            raise SpecError("", "guidance.reward", "reward guidance's exact reweighted law "
-                            "needs model.kind = 'exact' and a Gaussian-mixture [distribution]")
+        _check_reweighted_law(spec, distribution)
     if rule.renoises() and SAMPLER_INFO[spec.sampler.name].split is None:
         splitting = sorted(n for n, i in SAMPLER_INFO.items() if i.split is not None)
         raise SpecError("", "guidance.rule", f"rule {rule.name!r} re-noises with its own "
                         f"direction, which sampler {spec.sampler.name!r} cannot use; use "
                         f"one of {', '.join(splitting)}")
+
+
+def _check_reweighted_law(spec: Spec, distribution) -> None:
+    """Reward guidance's reweighted law can be built: the exact tilt of a Gaussian or kernel
+    mixture (its weight checked against it: shapes, integrability), or a second network
+    trained on g-weighted data for a trained model."""
+    kind = spec.model.kind
+    if kind == "trained":
+        return  # the weight is checked against the data when the parts are built
+    if kind != "exact":
+        raise SpecError("", "guidance.reward", f"reward guidance needs the reweighted law "
+                        f"p(x|c) g(x) / E[g]: model.kind = 'exact' (the exact tilt of "
+                        f"[distribution]) or 'trained' (a second network trained on g-weighted "
+                        f"data), got {kind!r}")
+    if not (isinstance(distribution, GaussianMixture) or (
+            isinstance(distribution, EmpiricalMixture) and distribution.bandwidth > 0)):
+        raise SpecError("", "guidance.reward", "reward guidance's exact reweighted law needs "
+                        "a Gaussian-mixture [distribution] or an empirical one with "
+                        "bandwidth > 0")
+    try:
+        log_normaliser(distribution, **spec.guidance.reward.model_dump(exclude_none=True))
+    except ValueError as error:
+        key, _, rest = str(error).partition(": ")
+        if key in ("b", "A", "m"):
+            raise SpecError("", f"guidance.reward.{key}", rest) from None
+        raise SpecError("", "guidance.reward", str(error)) from None
 
 
 def _num_classes(spec: Spec, distribution) -> int | None:
