@@ -36,15 +36,14 @@ def test_score_kernel_agrees_with_its_baseline():
 
 
 def test_streaming_benchmark_runs():
-    """Tiny sizes of benchmarks/streaming.py: two CPU runs in fresh subprocesses, no GPU."""
+    """A tiny size of benchmarks/streaming.py: a streamed and a bare CPU run, no GPU."""
     result = subprocess.run([sys.executable, str(BENCHMARKS / "streaming.py"), "--cpu-sizes",
-                             "512", "1024", "--cpu-steps", "3", "--no-gpu"],
+                             "512", "--cpu-steps", "3", "--no-gpu"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "sample-steps/s" in result.stdout and "peak RSS" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith("cpu ")]
-    assert [row[:3] for row in rows] == [["cpu", "unit", "512"], ["cpu", "sampler", "512"],
-                                         ["cpu", "unit", "1,024"], ["cpu", "sampler", "1,024"]]
+    assert [row[:3] for row in rows] == [["cpu", "unit", "512"], ["cpu", "sampler", "512"]]
     assert all(row[8] == "0" for row in rows)  # no non-finite samples
     assert "streamed at" in result.stdout
 

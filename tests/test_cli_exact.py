@@ -15,6 +15,8 @@ def test_li_jiao_1d_writes_grid_columns_and_profile(tmp_path):
     try:
         result = CliRunner().invoke(app, ["reproduce", "li-jiao-1d", "--out", str(tmp_path),
                                           "--trials", "300", "--steps", "60", "--w", "2",
+                                          "--set", "metric_options.exact_grid.points=1025",
+                                          "--set", "metric_options.profile.steps=200",
                                           "--quiet"])
     finally:
         torch.set_num_threads(threads)

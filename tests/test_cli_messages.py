@@ -6,18 +6,14 @@ import csv
 import inspect
 import json
 import math
-import os
 import re
-import selectors
 import struct
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import click
 import pytest
 import typer
+from conftest import SMALL
 from typer.testing import CliRunner
 
 from guidelab.cli import app
@@ -31,89 +27,15 @@ SILENCE_LIMIT = 10.0
 """Most seconds a study's command may go without writing to stdout or stderr (a liveness
 check on a shared 2-core machine, not a benchmark)."""
 
-DIGITS_TINY = ["trials=12", "sweep.w=[0, 2]", "sweep.class=[0, 3]", "model.steps=30",
-               "guidance.classifier.steps=20", "sampler.steps=12",
-               "judge.inverse_regularisation=[1.0]", "judge.folds=2"]
 
-SMALL = {
-    "smoke": ["trials=40"],
-    "li-jiao-gmm": ["trials=40", "sampler.steps=20", "reference.steps=10", "sweep.w=[0, 1]",
-                    "metric_options.exact_grid.points=17",
-                    "metric_options.exact_grid.refine=false",
-                    "metric_options.exact_grid.w=[0.0, 1.0]", "metric_options.profile.steps=10",
-                    "metric_options.profile.paths=16"],
-    "li-jiao-1d": ["trials=40", "sampler.steps=30", "reference.steps=10", "sweep.w=[0, 2]",
-                   "metric_options.exact_grid.points=65", "metric_options.profile.steps=10"],
-    "li-jiao-digits": DIGITS_TINY,
-    "learned-vs-exact": ["trials=20", "sampler.steps=10", "data.n_per_class=200",
-                         "sweep.w=[0, 1]", "sweep.class=[0]",
-                         'sweep.model=[{kind = "exact"}, {kind = "trained", architecture = '
-                         '"mlp", hidden = 16, depth = 1, steps = 20, batch_size = 64}]',
-                         "metric_options.score_error.points=64",
-                         "metric_options.score_error.levels=3"],
-    "support-leak": ["trials=20", "sampler.steps=10", "sweep.w=[0, 2]",
-                     'sweep."model.eps"=[0.0, 0.1]', 'sweep."model.perturbation"=["bias"]'],
-    "reward-gmm": ["trials=40", "sampler.steps=20", "sweep.w=[0, 2]"],
-    "reward-swiss-roll": ["trials=40", "sampler.steps=20", "sweep.w=[0, 2]",
-                          "metric_options.exact_grid={points = 17, refine = false, w = [0.0]}",
-                          'sweep.model=[{kind = "exact"}, {kind = "trained", architecture = '
-                          '"mlp", hidden = 16, depth = 1, steps = 20, batch_size = 64}]'],
-}
-"""Overrides that make each built-in study a few seconds long."""
+@pytest.fixture(scope="module")
+def runs(built_in_runs):
+    """Every built-in study at its small size (conftest.py: ``built_in_runs``)."""
+    return built_in_runs
 
 
 def test_every_built_in_study_has_a_small_size():
     assert set(SMALL) == set(builtin_specs())
-
-
-def _run_watched(args: list[str], env: dict) -> tuple[int, str, str, float]:
-    """Run ``python -m guidelab ARGS``; returns (exit status, stdout, stderr, the longest
-    time without a byte on either stream, from the start to the exit)."""
-    process = subprocess.Popen([sys.executable, "-m", "guidelab", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    selector = selectors.DefaultSelector()
-    streams = {process.stdout: [], process.stderr: []}
-    for stream in streams:
-        os.set_blocking(stream.fileno(), False)
-        selector.register(stream, selectors.EVENT_READ)
-    started = last = time.monotonic()
-    longest = 0.0
-    open_streams = len(streams)
-    while open_streams:
-        for key, _ in selector.select(timeout=1.0):
-            data = os.read(key.fileobj.fileno(), 65536)
-            if not data:
-                selector.unregister(key.fileobj)
-                open_streams -= 1
-                continue
-            now = time.monotonic()
-            longest, last = max(longest, now - last), now
-            streams[key.fileobj].append(data)
-        if time.monotonic() - started > 240:
-            process.kill()
-            break
-    process.wait(timeout=60)
-    longest = max(longest, time.monotonic() - last)
-    text = {stream: b"".join(parts).decode() for stream, parts in streams.items()}
-    return process.returncode, text[process.stdout], text[process.stderr], longest
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Every built-in study at its small size, run by `guidelab reproduce` in a subprocess
-    with progress bars on: name -> (status, stdout, stderr, longest silence, out, cache)."""
-    pytest.importorskip("sklearn")  # li-jiao-digits
-    root = tmp_path_factory.mktemp("studies")
-    cache = root / "cache"
-    env = {**os.environ, "GUIDELAB_CACHE": str(cache), "OMP_NUM_THREADS": "1",
-           "COLUMNS": "120"}
-    done = {}
-    for name, overrides in SMALL.items():
-        out = root / name
-        args = ["reproduce", name, "--out", str(out),
-                *[arg for item in overrides for arg in ("--set", item)]]
-        done[name] = (*_run_watched(args, env), out, cache)
-    return done
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

@@ -500,21 +500,8 @@ def test_report_renders_in_headless_chromium(chromium, real_report, tmp_path):
 
 # ----------------------------------------------------------------------------- built-in studies
 
-DIGITS_TINY = [
-    "trials=12", "sweep.w=[0, 2]", "sweep.class=[0, 3]", "model.steps=30",
-    "guidance.classifier.steps=20", "sampler.steps=12", "judge.inverse_regularisation=[1.0]",
-    "judge.folds=2",
-]
-"""The digits study in seconds (as in test_studies_parts.py)."""
-
-BUILT_IN = {
-    "smoke": [],
-    "li-jiao-1d": ["trials=200", "sampler.steps=50", "metric_options.exact_grid.points=33",
-                   "metric_options.profile.steps=100", "reference.steps=10"],
-    "li-jiao-digits": DIGITS_TINY,
-    "support-leak": ["trials=100", "sampler.steps=30", 'sweep."model.eps"=[0.0, 0.1]'],
-}
-"""Built-in specs at tiny sizes, one of each kind of report."""
+BUILT_IN = ["smoke", "li-jiao-1d", "li-jiao-digits", "support-leak"]
+"""Built-in studies, one of each kind of report (run at their small sizes by conftest.py)."""
 
 EXPECTED_IMAGES = {
     "smoke": 4,            # per sampler: Q(w), histograms
@@ -525,30 +512,16 @@ EXPECTED_IMAGES = {
 
 
 @pytest.fixture(scope="module")
-def built_in(tmp_path_factory) -> dict[str, Path]:
-    """Each built-in study of BUILT_IN run at its tiny size, with its report written."""
+def built_in(built_in_runs) -> dict[str, Path]:
+    """Each built-in study of BUILT_IN, run at its small size by `guidelab reproduce`, which
+    wrote its report (conftest.py: ``built_in_runs``, shared with the CLI tests)."""
     if not _runner_available():
         pytest.skip("the studies runner is not available")
-    pytest.importorskip("sklearn")
-    import torch
-
-    from guidelab.studies import load_spec
-    from guidelab.studies.run import run_spec
-
-    root = tmp_path_factory.mktemp("built-in")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = {}
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("GUIDELAB_CACHE", str(root / "cache"))
-            for name, overrides in BUILT_IN.items():
-                spec = load_spec(name, overrides)
-                run_spec(spec, root / name, progress=False, log=lambda _: None)
-                write_report(root / name)
-                out[name] = root / name
-    finally:
-        torch.set_num_threads(threads)
+    for name in BUILT_IN:
+        status, _, stderr, _, folder, _ = built_in_runs[name]
+        assert status == 0, stderr[-2000:]
+        out[name] = folder
     return out
 
 
@@ -602,7 +575,7 @@ def test_q_figure_of_a_store_holds_its_grid_values(built_in):
         line = next(a for a in fig.findobj() if a.get_gid() == f"q-grid:class {c}")
         stored = sorted((r["w"], r["grid_q"]) for r in rows if r["class"] == c
                         and r["sampler"] != "exact_reverse" and r["grid_q"] is not None)
-        assert len(stored) == 3
+        assert len(stored) == len(store.read_spec().w)  # every swept w has its grid value
         assert [tuple(p) for p in line.get_xydata().tolist()] == stored
     pooled = next(a for a in fig.findobj() if a.get_gid() == "q-mc:all classes (pooled)")
     assert len(pooled.get_xdata()) == 3

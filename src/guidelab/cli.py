@@ -526,8 +526,8 @@ def match(
                                 "guidance)."),
     target: float = typer.Option(..., "--target", help="The value every setting must reach."),
     column: str = typer.Option("q_mean", "--column", show_default=False,
-                               help="The pooled column to match: q_mean (Q), p_mean (E[p]), "
-                                    "g_mean (E[g]), ... (default: q_mean)."),
+                               help="The pooled column to match: q_mean (Q), p_mean (mean p), "
+                                    "g_mean (mean g), ... (default: q_mean)."),
     out: Path | None = typer.Option(None, "--out", help="Results folder (default: "
                                     "results/NAME-matched): the coarse study in OUT/coarse, "
                                     "one confirming study per setting beside it."),
