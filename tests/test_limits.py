@@ -29,6 +29,8 @@ CHILD = textwrap.dedent("""
     import json, sys
     import guidelab.cli, guidelab.studies, guidelab.studies.run, guidelab.studies.spec
     from guidelab.cli import app
+    from guidelab.studies.plugins import load_plugins
+    load_plugins()  # the one-time scan of installed packages' entry points, like the imports
     print("ready", flush=True)
     request = json.loads(sys.stdin.readline())
     if "argv" in request:
