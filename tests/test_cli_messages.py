@@ -21,6 +21,10 @@ from guidelab.schedules import li_jiao_schedule
 from guidelab.studies import ResultStore
 from guidelab.studies.spec import SpecError, builtin_specs, load_spec
 
+# one worker when the suite is split over processes (pytest -n): the built-in studies
+# run once for these tests and the report's
+pytestmark = pytest.mark.xdist_group("built_in")
+
 runner = CliRunner()
 
 SILENCE_LIMIT = 10.0

@@ -6,6 +6,9 @@ ray = pytest.importorskip("ray")
 
 from guidelab.studies import RayBackend, ResultStore, load_spec, run_spec  # noqa: E402
 
+# run in one worker when the suite is split over processes (pytest -n): one Ray instance at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 SPEC = """
 name = "ray-tiny"
 trials = 48

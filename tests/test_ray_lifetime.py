@@ -17,6 +17,9 @@ import pytest
 
 from guidelab.studies import ResultStore
 
+# run in one worker when the suite is split over processes (pytest -n): one Ray instance at a time
+pytestmark = pytest.mark.xdist_group("ray")
+
 COMMAND = [sys.executable, "-c", "from guidelab.cli import app; app()"]
 
 

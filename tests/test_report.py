@@ -38,6 +38,10 @@ from PIL import Image
 
 from guidelab.report import write_report
 
+# one worker when the suite is split over processes (pytest -n): the built-in studies
+# run once for these tests and the CLI's
+pytestmark = pytest.mark.xdist_group("built_in")
+
 TINY_SPEC = """
 name = "tiny-2d"
 description = "Two classes in 2-D: <b>bold</b> & \\"quoted\\" <script>alert(1)</script>"
