@@ -753,3 +753,40 @@ def test_reward_guidance_lowers_the_mean_weight_of_an_exponential_tilt():
     assert abs(means[0] - expected) < 4 * errors[0]
     # the same noise at every w (coupled): the decrease is far beyond the noise
     assert means[0] - means[1] > 10 * errors[0] and means[1] - means[2] > 10 * errors[1]
+
+
+def test_a_network_gives_a_non_linear_rule_both_branches_in_one_call():
+    """APG combines its branches non-linearly; a network still evaluates them in one batched
+    call, and the result equals the rule on two separate score calls."""
+    from guidelab.models import LearnedScoreModel, MLPDenoiser
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            for name in ("target", "num_classes", "null_class", "input_shape", "config",
+                         "kind"):
+                if hasattr(inner, name):
+                    setattr(self, name, getattr(inner, name))
+
+        def forward(self, x, alpha, sigma, labels):
+            calls.append(x.shape[0])
+            return self.inner(x, alpha, sigma, labels)
+
+    network = MLPDenoiser(2, 3, hidden=16, depth=1, seed=0).double()
+    model = LearnedScoreModel(Counting(network), target="eps", num_classes=3, null_class=3)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    field = Guided(model, make_rule("apg", {"eta": 0.0}), 1, 2.0)
+    guided = field(x, 0.8, 0.6)
+    assert calls == [10]  # one call on [x; x]
+    calls.clear()
+
+    class Separate:  # the same model without branch_scores: one call per branch
+        def score(self, x, alpha, sigma, c=None):
+            return model.score(x, alpha, sigma, c)
+
+    separate = Guided(Separate(), make_rule("apg", {"eta": 0.0}), 1, 2.0)(x, 0.8, 0.6)
+    assert calls == [5, 5]
+    torch.testing.assert_close(guided, separate, rtol=1e-12, atol=1e-12)

@@ -209,7 +209,7 @@ class Guided:
         weights = self.rule.linear(state)
         if weights is not None:
             return self._linear(x, alpha, sigma, weights), None
-        predictions = {name: self._branch(name, x, alpha, sigma) for name in self.rule.branches}
+        predictions = self._predictions(x, alpha, sigma)
         if self.rule.form != "score":
             predictions = {name: self._to_form(value, x, alpha, sigma)
                            for name, value in predictions.items()}
@@ -242,6 +242,18 @@ class Guided:
             term = column(weight, x) * self._branch(name, x, alpha, sigma)
             out = term if out is None else out + term
         return out if out is not None else torch.zeros_like(x)
+
+    def _predictions(self, x, alpha, sigma) -> dict[str, torch.Tensor]:
+        """Every branch of the rule in score form; a network's conditional and unconditional
+        branches come from one batched call (``branch_scores``)."""
+        names = self.rule.branches
+        out: dict[str, torch.Tensor] = {}
+        if self._branches and "cond" in names and "uncond" in names:
+            out["cond"], out["uncond"] = self.model.branch_scores(x, alpha, sigma, self.c)
+        for name in names:
+            if name not in out:
+                out[name] = self._branch(name, x, alpha, sigma)
+        return out
 
     def _branch(self, name: str, x, alpha, sigma) -> torch.Tensor:
         """One branch's prediction in score form; ``[N, ...]``."""
