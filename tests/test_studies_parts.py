@@ -174,6 +174,9 @@ def test_digits_is_a_study_whose_models_are_built_once(tmp_path, monkeypatch):
     assert 0 <= row["ece_top"] <= 1 and row["judge_n"] > 0 and row["real_q"] >= 1
     assert json.loads(row["calibration"])["bins"] == 10
     assert row["inv_prior"] is None and row["dom_verdict"] in ("holds", "fails", "undecided")
+    # the training metric: the denoiser's final loss is the mean of its last 10% of steps
+    losses = json.loads(row["training_losses"])
+    assert row["training_steps"] == 30 and row["training_loss"] > 0 and len(losses) > 0
     # a second study with the same sections loads every artifact: nothing is trained again
     messages.clear()
     again = run_spec(spec, tmp_path / "b", progress=False, log=messages.append)

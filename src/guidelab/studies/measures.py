@@ -535,9 +535,9 @@ class ScoreErrorOptions(BaseModel):
     levels: int = Field(default=13, ge=2, le=200)
 
 
-SCORE_ERROR_COLUMNS = ("score_error", "score_error_uncond", "training_loss")
-"""sigma^2-weighted relative score errors against [distribution] (conditional, unconditional)
-and the trained model's final training loss (None for a model that was not trained)."""
+SCORE_ERROR_COLUMNS = ("score_error", "score_error_uncond")
+"""sigma^2-weighted relative score errors against [distribution] (conditional,
+unconditional); the training metric gives the training loss beside them."""
 
 
 def _score_error_measure(ctx: ChunkContext) -> OnceRecord:
@@ -548,11 +548,9 @@ def _score_error_measure(ctx: ChunkContext) -> OnceRecord:
     options = ctx.unit.options or ScoreErrorOptions()
     report = score_error(ctx.unit.parts.model, ctx.unit.distribution, n=options.points,
                          levels=options.levels, seed=ctx.unit.spec.seed)
-    info = ctx.unit.parts.artifacts.get("model") or {}
     return OnceRecord({"score_error": float(report.total),
                        "score_error_uncond": None if report.total_unconditional is None
-                       else float(report.total_unconditional),
-                       "training_loss": info.get("final_loss")})
+                       else float(report.total_unconditional)})
 
 
 def _score_error_summarize(record: OnceRecord, unit: UnitContext) -> dict:
@@ -729,3 +727,34 @@ def _reward_check(spec, distribution) -> tuple[str, str] | None:
 
 register_metric(Metric("reward", _reward_measure, _reward_summarize, _reward_load,
                        RewardOptions, _reward_check, _reward_pool))
+
+
+# ----------------------------------------------------------------------------- training
+
+TRAINING_COLUMNS = ("training_loss", "training_steps", "training_losses")
+"""The trained model's final training loss (mean of the last 10% of steps), its number of
+steps, and its thinned loss curve as JSON (None for a model that was not trained)."""
+
+
+def _training_measure(ctx: ChunkContext) -> OnceRecord:
+    import json
+
+    if ctx.start != 0 or not ctx.is_baseline:
+        return OnceRecord(None)
+    info = ctx.unit.parts.artifacts.get("model") or {}
+    losses = info.get("losses")
+    return OnceRecord({"training_loss": info.get("final_loss"),
+                       "training_steps": None if losses is None else
+                       len(losses) * int(info.get("loss_stride") or 1),
+                       "training_losses": None if losses is None else
+                       json.dumps([float(v) for v in losses], allow_nan=False)})
+
+
+def _training_summarize(record: OnceRecord, unit: UnitContext) -> dict:
+    if record.columns is None:
+        return {key: None for key in TRAINING_COLUMNS}
+    return dict(record.columns)
+
+
+register_metric(Metric("training", _training_measure, _training_summarize,
+                       OnceRecord.from_dict))
