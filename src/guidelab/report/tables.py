@@ -97,7 +97,8 @@ HIDDEN_COLUMNS = frozenset({
     "grid_q", "grid_q_err", "outside_low", "outside_high", "support_n_nonfinite",
     "dom_n_nonfinite", "judge_n", "judge_accuracy", "judge_log_loss", "ece_top",
     "ece_classwise", "calibration", "real_n", "real_q", "real_p_mean", "score_error",
-    "score_error_uncond", "training_loss", "training_steps", "training_losses", "profile", "profile_total", "profile_total_se",
+    "score_error_uncond", "training_loss", "training_steps", "training_losses", "profile",
+    "profile_total", "profile_total_se",
     "profile_start", "profile_formula_q", "profile_direct_q", "profile_difference",
     "profile_difference_se", "seed", "schedule", "rule", "strength_schedule", "trials",
     "dtype", "device", "guidelab_version", "steps"})
