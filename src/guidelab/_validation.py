@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_float64", "all_finite", "check_finite", "check_points", "check_noise_level"]
+__all__ = ["as_float64", "as_float64_vector", "all_finite", "check_finite", "check_points",
+           "check_noise_level"]
 
 
 def as_float64(value, name: str) -> torch.Tensor:
@@ -79,3 +80,23 @@ def check_noise_level(value, n: int, like: torch.Tensor, name: str) -> torch.Ten
     if (tensor < 0).any():
         raise ValueError(f"{name}: expected non-negative values")
     return tensor
+
+
+def as_float64_vector(value, name: str) -> np.ndarray:
+    """``value`` (torch tensor, numpy array or sequence) as a float64 numpy vector ``[n]``;
+    ValueError naming ``name`` for complex, boolean or non-numeric values or another shape."""
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name}: expected real numbers, got dtype {value.dtype}")
+        value = value.detach().to("cpu", torch.float64).numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: expected a numeric array, got {type(value).__name__}") \
+            from error
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: expected real numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected shape [n], got {array.shape}")
+    return array

@@ -96,6 +96,7 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from guidelab._validation import as_float64_vector
 from guidelab.metrics.record import (
     DEFAULT_QUANTILE_BINS,
     _bin_edges,
@@ -145,25 +146,6 @@ def _check_level(level) -> float:
     if not (ok and math.isfinite(level) and 0 < level < 1):
         raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
     return float(level)
-
-
-def _as_vector(value, name: str) -> np.ndarray:
-    """``value`` (torch tensor, numpy array or sequence) as a float64 numpy vector [n]."""
-    if isinstance(value, torch.Tensor):
-        if value.is_complex() or value.dtype == torch.bool:
-            raise ValueError(f"{name}: expected real numbers, got dtype {value.dtype}")
-        value = value.detach().to("cpu", torch.float64).numpy()
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: expected a numeric array, got {type(value).__name__}") \
-            from error
-    if array.dtype.kind not in "iuf":
-        raise ValueError(f"{name}: expected real numbers, got dtype {array.dtype}")
-    array = array.astype(np.float64)
-    if array.ndim != 1:
-        raise ValueError(f"{name}: expected shape [n], got {array.shape}")
-    return array
 
 
 def _check_log_pair(log_p_w: np.ndarray, log_p_0: np.ndarray) -> None:
@@ -235,8 +217,8 @@ class DominanceRecord:
             A :class:`DominanceRecord`.
         """
         bins = _check_bins(bins, "bins")
-        log_w = _as_vector(log_p_w, "log_p_w")  # [n]
-        log_0 = _as_vector(log_p_0, "log_p_0")  # [n]
+        log_w = as_float64_vector(log_p_w, "log_p_w")  # [n]
+        log_0 = as_float64_vector(log_p_0, "log_p_0")  # [n]
         _check_log_pair(log_w, log_0)
         usable = ~(np.isnan(log_w) | np.isnan(log_0) | (log_w == np.inf)
                    | (log_0 == np.inf))  # [n]
@@ -263,8 +245,8 @@ class DominanceRecord:
             A :class:`DominanceRecord`.
         """
         bins = _check_bins(bins, "bins")
-        p_w = _as_vector(p_w, "p_w")  # [n]
-        p_0 = _as_vector(p_0, "p_0")  # [n]
+        p_w = as_float64_vector(p_w, "p_w")  # [n]
+        p_0 = as_float64_vector(p_0, "p_0")  # [n]
         if p_0.shape != p_w.shape:
             raise ValueError(f"p_0: expected the shape of p_w {p_w.shape}, got {p_0.shape}")
         for name, p in (("p_w", p_w), ("p_0", p_0)):

@@ -40,8 +40,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from guidelab._validation import as_float64_vector
 from guidelab.metrics.classifier import METHOD_EMPTY, _check_fraction, _scaled_exp
 from guidelab.metrics.record import (
     DEFAULT_KEEP_TOP,
@@ -62,24 +62,6 @@ WEIGHT_SUMMARY_COLUMNS = ("g_mean", "g_low", "g_high", "g_se", "g_khat", "g_khat
 
 _FORMAT = "guidelab.WeightRecord"
 _VERSION = 1
-
-
-def _as_log_weights(value, name: str) -> np.ndarray:
-    """``value`` (torch tensor, numpy array or sequence) as a float64 numpy vector [n]."""
-    if isinstance(value, torch.Tensor):
-        if value.is_complex() or value.dtype == torch.bool:
-            raise ValueError(f"{name}: expected real numbers, got dtype {value.dtype}")
-        value = value.detach().to("cpu", torch.float64).numpy()
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: expected a numeric array, got {type(value).__name__}") \
-            from error
-    if array.dtype.kind not in "iuf":
-        raise ValueError(f"{name}: expected real numbers, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise ValueError(f"{name}: expected shape [n], got {array.shape}")
-    return array.astype(np.float64)
 
 
 def _finite_float(value, key: str) -> float:
@@ -162,7 +144,7 @@ class WeightRecord:
         if not isinstance(reward, bool):
             raise ValueError(f"reward: expected a bool, got {reward!r}")
         keep_top = _check_keep_top(keep_top)
-        values = _as_log_weights(log_g, "log_g")  # [N]
+        values = as_float64_vector(log_g, "log_g")  # [N]
         finite = np.isfinite(values)  # [N]
         logs = values[finite]  # [n]
         g_moments = _moments_of_logs(logs)
