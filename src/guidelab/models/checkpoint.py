@@ -132,10 +132,19 @@ def save(model, path, *, data: Any = None, schedule: Any = None,
     return path
 
 
-def _parse(path: Path) -> tuple[bytes, dict[str, Any]]:
-    """The file's bytes and its validated guidelab header."""
+def read_guidelab_file(path: Path, *, what: str = "checkpoint",
+                       reader: str = "guidelab.models.load reads files written by "
+                                     "guidelab.models.save") -> tuple[bytes, dict[str, Any]]:
+    """The bytes and the guidelab header (a JSON object under the metadata key ``guidelab``)
+    of a safetensors file written by guidelab, with its structure checked: the length field,
+    the JSON table, the tensors' extent (no truncation, no trailing bytes), the header.
+
+    Every failure is a ValueError starting ``path:`` and naming the file (FileNotFoundError
+    for a missing one); ``what`` and ``reader`` word the messages. The format of the header is
+    the caller's to check (model checkpoints and judges share this layout).
+    """
     if not path.is_file():
-        raise FileNotFoundError(f"path: no checkpoint file at {path}")
+        raise FileNotFoundError(f"path: no {what} file at {path}")
     blob = path.read_bytes()
     size = len(blob)
     if size < 8:
@@ -149,11 +158,11 @@ def _parse(path: Path) -> tuple[bytes, dict[str, Any]]:
         table = json.loads(blob[8:8 + header_size])
         if not isinstance(table, dict):
             raise ValueError("not an object")
-    except (UnicodeDecodeError, ValueError) as error:
+        ends = [int(entry["data_offsets"][1]) for name, entry in table.items()
+                if name != "__metadata__"]
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError) as error:
         raise ValueError(f"path: {path} is not a readable safetensors file (its header is not "
-                         f"JSON: {error})") from None
-    ends = [entry["data_offsets"][1] for name, entry in table.items()
-            if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
+                         f"a safetensors JSON table: {error})") from None
     expected = 8 + header_size + max(ends, default=0)
     if size < expected:
         raise ValueError(f"path: {path} is truncated: {size} bytes, its header describes "
@@ -162,17 +171,22 @@ def _parse(path: Path) -> tuple[bytes, dict[str, Any]]:
         raise ValueError(f"path: {path} has {size - expected} trailing bytes after the tensors "
                          f"its header describes (edited or concatenated)")
     metadata = table.get("__metadata__") or {}
-    if METADATA_KEY not in metadata:
+    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
         raise ValueError(f"path: {path} is a safetensors file without a guidelab header (a "
-                         f"foreign checkpoint; guidelab.models.load reads files written by "
-                         f"guidelab.models.save)")
+                         f"foreign {what}; {reader})")
     try:
         header = json.loads(metadata[METADATA_KEY])
         if not isinstance(header, dict):
             raise ValueError("not an object")
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise ValueError(f"path: {path} has a guidelab header that is not a JSON object "
                          f"({error})") from None
+    return blob, header
+
+
+def _parse(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """The file's bytes and its validated guidelab checkpoint header."""
+    blob, header = read_guidelab_file(path)
     if header.get("format") != FORMAT:
         raise ValueError(f"path: {path} has format {header.get('format')!r}, expected {FORMAT!r}")
     if header.get("format_version") != FORMAT_VERSION:

@@ -62,7 +62,6 @@ import inspect
 import json
 import math
 import os
-import struct
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -73,6 +72,7 @@ import torch
 from torch import nn
 
 from .._validation import all_finite
+from .checkpoint import METADATA_KEY, read_guidelab_file
 from .learned import levels_as_rows
 
 __all__ = [
@@ -92,7 +92,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 JUDGE_FORMAT = "guidelab.judge"
 JUDGE_FORMAT_VERSION = 1
-_METADATA_KEY = "guidelab"  # the same key as model checkpoints; the format tells them apart
 _LOGISTIC_TENSORS = ("bias", "temperature", "weight")
 
 
@@ -362,7 +361,7 @@ class LogisticJudge:
         header = self.header()
         header.update(guidelab_version=__version__, torch_version=torch.__version__)
         text = json.dumps(header, sort_keys=True, allow_nan=False)
-        blob = save_safetensors(self._tensors(), metadata={_METADATA_KEY: text})
+        blob = save_safetensors(self._tensors(), metadata={METADATA_KEY: text})
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
                                          delete=False) as handle:
@@ -428,46 +427,9 @@ def _describe_value(value) -> str:
 
 def _read_judge_file(path: Path) -> tuple[bytes, dict[str, Any]]:
     """The file's bytes and its validated judge header (structure checks only)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no judge file at {path}")
-    blob = path.read_bytes()
-    size = len(blob)
-    if size < 8:
-        raise ValueError(f"path: {path} is truncated or not a safetensors file ({size} bytes, "
-                         f"fewer than the 8-byte header length)")
-    (header_size,) = struct.unpack("<Q", blob[:8])
-    if 8 + header_size > size:
-        raise ValueError(f"path: {path} is truncated or not a safetensors file: its header "
-                         f"claims {header_size} bytes but the file has {size - 8} after the "
-                         f"length field")
-    try:
-        table = json.loads(blob[8:8 + header_size])
-        if not isinstance(table, dict):
-            raise ValueError("not an object")
-        ends = [int(entry["data_offsets"][1]) for name, entry in table.items()
-                if name != "__metadata__"]
-    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError) as error:
-        raise ValueError(f"path: {path} is not a readable safetensors file (its header is not "
-                         f"a safetensors JSON table: {error})") from None
-    expected = 8 + header_size + max(ends, default=0)
-    if size < expected:
-        raise ValueError(f"path: {path} is truncated: {size} bytes, its header describes "
-                         f"{expected}")
-    if size > expected:
-        raise ValueError(f"path: {path} has {size - expected} trailing bytes after the tensors "
-                         f"its header describes (edited or concatenated)")
-    metadata = table.get("__metadata__") or {}
-    if not isinstance(metadata, dict) or _METADATA_KEY not in metadata:
-        raise ValueError(f"path: {path} is a safetensors file without a guidelab header (a "
-                         f"foreign file; LogisticJudge.load reads files written by "
-                         f"LogisticJudge.save)")
-    try:
-        header = json.loads(metadata[_METADATA_KEY])
-        if not isinstance(header, dict):
-            raise ValueError("not an object")
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"path: {path} has a guidelab header that is not a JSON object "
-                         f"({error})") from None
+    blob, header = read_guidelab_file(path, what="judge",
+                                      reader="LogisticJudge.load reads files written by "
+                                             "LogisticJudge.save")
     if header.get("format") != JUDGE_FORMAT:
         raise ValueError(f"path: {path} has format {header.get('format')!r}, expected "
                          f"{JUDGE_FORMAT!r} (a model checkpoint is read by "
